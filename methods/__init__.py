@@ -1,0 +1,1 @@
+"""Built-in fine-tuning methods, one module each (installed as `ribench.methods`)."""

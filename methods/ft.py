@@ -1,0 +1,18 @@
+"""ft: full fine-tuning. Every weight of the image classifier trains on cross-entropy.
+
+The loop, optimizer and schedule are the suite's protocol (ImageNet-RIB: SGD,
+momentum 0.9, warm-up then cosine); ft adds nothing to them.
+"""
+
+from dataclasses import dataclass
+
+from ribench.method import Method
+
+
+class FineTune(Method):
+    name = "ft"
+    description = "full fine-tuning: all image-classifier weights, cross-entropy"
+
+    @dataclass
+    class Config:
+        pass

@@ -1,0 +1,89 @@
+"""lp: linear probing. The backbone is frozen; only the head trains.
+
+Without augmentation this equals training a linear layer on cached features, so
+features are computed once (and shared with OTDD) and the head is trained on
+them. `fit=protocol` (default) follows the suite's protocol (optimizer, lr,
+schedule, epochs, batch) like every other method; `fit=lbfgs` fits the probe to
+convergence (L-BFGS, L2-regularised logistic regression, as LP-FT's probe).
+Head-only: unlike ImageNet-RIB's reference code, the final norm, cls token and
+position embedding stay frozen.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ribench.method import Method
+from ribench.trainer import build_optimizer, position_labels, steps_per_epoch
+from ribench.method import ParamGroup
+
+
+class LinearProbe(Method):
+    name = "lp"
+    description = "linear probe: frozen backbone, head trained on cached features"
+
+    @dataclass
+    class Config:
+        fit: Literal["protocol", "lbfgs"] = "protocol"
+        l2: float = 1e-4          # L-BFGS variant only: weight of 0.5*||W||^2
+        max_iter: int = 300       # L-BFGS variant only
+
+    def fit(self, ctx):
+        import time
+
+        t0 = time.perf_counter()
+        features = torch.from_numpy(ctx.train_features()).to(ctx.device)
+        t1 = time.perf_counter()
+        split = ctx.train
+        mask = torch.as_tensor(split.class_mask, device=ctx.device)
+        targets = torch.from_numpy(position_labels(split.labels, split.class_mask)).to(ctx.device)
+        head = ctx.model.head
+        for p in ctx.model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+        if self.config.fit == "lbfgs":
+            steps = self._lbfgs(head, features, targets, mask)
+        else:
+            steps = self._protocol(ctx, head, features, targets, mask)
+        for p in ctx.model.parameters():
+            p.requires_grad_(True)
+        done = time.perf_counter()
+        return {"prepare_s": t1 - t0, "train_s": done - t1, "steps": steps,
+                "step_s": (done - t1) / max(steps, 1)}
+
+    def _protocol(self, ctx, head, features, targets, mask):
+        protocol = ctx.protocol
+        optimizer = build_optimizer(protocol, [ParamGroup(list(head.parameters()))])
+        total = steps_per_epoch(len(targets), protocol.batch_size) * protocol.epochs
+        order_rng = np.random.default_rng([ctx.seed, 1])     # the same batches as ft
+        step = 0
+        for _ in range(protocol.epochs):
+            order = torch.from_numpy(order_rng.permutation(len(targets)))
+            for start in range(0, len(order), protocol.batch_size):
+                idx = order[start:start + protocol.batch_size]
+                for group in optimizer.param_groups:
+                    group["lr"] = protocol.lr * protocol.lr_factor(step, total)
+                loss = F.cross_entropy(head(features[idx])[:, mask], targets[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+        return step
+
+    def _lbfgs(self, head, features, targets, mask):
+        optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=self.config.max_iter,
+                                      line_search_fn="strong_wolfe", tolerance_grad=1e-7)
+
+        def closure():
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(head(features)[:, mask], targets)
+            loss = loss + 0.5 * self.config.l2 * head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return optimizer.state[optimizer._params[0]].get("n_iter", 0)

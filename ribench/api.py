@@ -1,0 +1,43 @@
+"""The Python face of ribench: run cells and read results as pandas DataFrames."""
+
+from __future__ import annotations
+
+from .catalog import SUITES
+from .errors import RibenchError
+from .report import Summary, summarize
+from .store import Store, default_store_path
+
+
+def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
+        overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print):
+    """Run (or resume) the cells of one method; returns the run's counts."""
+    from .runner import execute, load_pretrained, resolve
+
+    spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes)
+    pretrained = load_pretrained(spec)
+    with Store(store or default_store_path()) as db:
+        return execute(spec, db, pretrained, progress=progress, log=log)
+
+
+def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, store=None) -> Summary:
+    """Summary (A matrix, RI, mRI, ID, forgetting) of the stored cells of one suite and pretrain.
+
+    Uses the newest pretrained evaluation and the cells made with the same
+    weights and manifests, so results of replaced weights never mix in.
+    """
+    suite_obj = SUITES.get(suite)()
+    with Store(store or default_store_path()) as db:
+        evaluations = db.pretrained(suite_obj.name, pretrain)
+        if not evaluations:
+            raise RibenchError(f"no results for suite '{suite_obj.name}' and pretrain '{pretrain}' in {db.path}; "
+                               f"run 'ribench run --method ft --suite {suite_obj.name} --pretrain {pretrain}' first")
+        latest = evaluations[-1]
+        cells = [c for c in db.cells(suite=suite_obj.name, pretrain=pretrain)
+                 if c.identity.get("weights_sha256") == latest["identity"]["weights_sha256"]
+                 and c.identity.get("manifests") == latest["identity"]["manifests"]]
+    if methods:
+        wanted = set(methods)
+        cells = [c for c in cells if c.method in wanted or c.label in wanted]
+        if not cells:
+            raise RibenchError(f"no stored cells for {', '.join(methods)} on {suite_obj.name}/{pretrain}")
+    return summarize(cells, latest["accuracies"], suite_obj.downstream, suite_obj.pretrain_eval)

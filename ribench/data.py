@@ -1,0 +1,57 @@
+"""Dataset splits. Train and test splits are different types on purpose.
+
+A method's fit context only ever holds `TrainSplit`s; evaluation code takes
+`TestSplit`s. Converting one into the other is not offered, so leaking a test
+split into training has to be done deliberately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class _Split:
+    dataset: str
+    images: np.ndarray          # (n, H, W, 3) uint8
+    labels: np.ndarray          # (n,) int64, indices into the suite's label space
+    class_mask: np.ndarray      # suite class indices this dataset uses
+    details: dict = field(default_factory=dict)  # per-sample metadata arrays
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, order: np.ndarray | None = None):
+        """Yield (uint8 images, labels, indices) in `order` (default: as stored)."""
+        order = np.arange(len(self)) if order is None else order
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield self.images[idx], self.labels[idx], idx
+
+
+class TrainSplit(_Split):
+    """Data a method may train on or compute statistics from."""
+
+
+class TestSplit(_Split):
+    """Held-out data: evaluation only."""
+
+
+def holdout(split: TrainSplit, fraction: float, seed: int) -> tuple[TrainSplit, TrainSplit]:
+    """Class-stratified split of a train split into (fit, validation) train splits."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(split.labels):
+        idx = np.nonzero(split.labels == c)[0]
+        idx = idx[rng.permutation(len(idx))]
+        val.extend(idx[: max(1, int(round(fraction * len(idx))))])
+    val = np.sort(np.array(val))
+    fit = np.setdiff1d(np.arange(len(split)), val)
+
+    def take(idx):
+        details = {k: v[idx] for k, v in split.details.items()}
+        return TrainSplit(split.dataset, split.images[idx], split.labels[idx], split.class_mask, details)
+
+    return take(fit), take(val)

@@ -1,0 +1,23 @@
+"""User-facing failures: the CLI prints their message on one line and exits non-zero."""
+
+
+class RibenchError(Exception):
+    """An error whose message is meant for the user, not a traceback."""
+
+    exit_code = 2
+
+
+class UnknownNameError(RibenchError):
+    """A method, suite or pretrain name that is not registered."""
+
+
+class ConfigError(RibenchError):
+    """A bad --set key or value, or an inconsistent option."""
+
+
+class StoreError(RibenchError):
+    """The results store cannot be opened, read or written."""
+
+
+class MissingWeightsError(RibenchError):
+    """A pretrain's local weight file is absent."""

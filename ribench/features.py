@@ -1,0 +1,44 @@
+"""Penultimate features of a pretrained model, computed once per (pretrain, dataset split).
+
+Shared by `lp` and the dataset distances. Cached on disk by the weights' and
+the split's content so a changed model or dataset never reuses stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import torch
+
+from .paths import cache_dir
+
+
+def _split_digest(split) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
+    h.update(np.ascontiguousarray(split.labels).tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def compute_features(model, preprocess, split, batch_size=500, device="cpu") -> np.ndarray:
+    model.eval()
+    out = []
+    for images, _, _ in split.batches(batch_size):
+        out.append(model.features(preprocess(torch.from_numpy(images).to(device))).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def cached_features(pretrained, split, kind: str, batch_size=500, device="cpu") -> np.ndarray:
+    """Features of `split` under `pretrained`'s frozen weights; `kind` is 'train' or 'test'."""
+    path = (cache_dir() / "features" / f"{pretrained.name}-{pretrained.weights_sha256[:16]}"
+            / f"{split.dataset}-{kind}-{_split_digest(split)}.npy")
+    if path.exists():
+        return np.load(path)
+    feats = compute_features(pretrained.model, pretrained.preprocess, split, batch_size, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, feats)
+    os.replace(tmp, path)
+    return feats

@@ -1,0 +1,206 @@
+"""What a fine-tuning method is: hyperparameters plus hooks around one training loop.
+
+A method never sees a test split: its `FitContext` holds only train splits
+(the downstream one and a source sample of the pretraining domain), the model,
+a frozen copy of the pretrained weights, the protocol and a seeded generator.
+The shared loop in `ribench.trainer` calls the hooks in this order:
+
+    prepare -> param_groups -> [compute_loss -> backward -> after_backward
+    -> optimizer step -> after_step] per batch -> finish
+
+A method overrides only what defines it; `fit` itself may be replaced by
+methods that do not use the loop (zero-shot, a probe on cached features).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import TrainSplit
+from .errors import ConfigError
+from .protocol import Protocol
+
+
+@dataclass
+class FitContext:
+    model: torch.nn.Module            # being fine-tuned; starts at θ0
+    pretrained: torch.nn.Module       # frozen copy of θ0
+    train: TrainSplit                 # the downstream train split
+    source: TrainSplit                # pretraining-domain train split (source statistics)
+    preprocess: Callable
+    protocol: Protocol
+    seed: int
+    device: str = "cpu"
+    train_features: Callable[[], np.ndarray] | None = None   # cached penultimate features of `train`
+    has_text_tower: bool = False
+    state: dict = field(default_factory=dict)                 # scratch space for hooks
+    step: int = 0
+    total_steps: int = 0
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if type(value).__name__ == "TestSplit":
+                raise TypeError(f"FitContext.{name} must not hold a test split")
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if "_rng" not in self.state:
+            self.state["_rng"] = np.random.default_rng(self.seed)
+        return self.state["_rng"]
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor     # preprocessed
+    labels: torch.Tensor     # positions within the split's class mask
+    logits: torch.Tensor     # restricted to the split's class mask
+
+
+@dataclass
+class ParamGroup:
+    params: list
+    lr_scale: float = 1.0
+    name: str = ""
+
+
+class Method:
+    """Base class of every method. Subclasses set `name`, `description` and `Config`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    # ---- the hooks --------------------------------------------------------
+    def prepare(self, ctx: FitContext) -> None:
+        """Statistics and masks, computed from train splits only."""
+
+    def param_groups(self, ctx: FitContext) -> list[ParamGroup]:
+        """Trainable parameters and per-group lr multipliers (default: the whole classifier)."""
+        return [ParamGroup([p for p in ctx.model.parameters() if p.requires_grad], 1.0, "all")]
+
+    def compute_loss(self, ctx: FitContext, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(batch.logits, batch.labels)
+
+    def after_backward(self, ctx: FitContext) -> None:
+        """Change gradients before the optimizer step."""
+
+    def after_step(self, ctx: FitContext) -> None:
+        """Act on weights after each optimizer step."""
+
+    def finish(self, ctx: FitContext) -> None:
+        """Post-process the trained model (e.g. merge adapters)."""
+
+    # ---- driving ------------------------------------------------------------
+    def fit(self, ctx: FitContext) -> dict:
+        from .trainer import train
+
+        return train(self, ctx)
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return dataclasses.asdict(cls.Config())
+
+    @classmethod
+    def configure(cls, overrides: dict[str, str]) -> Any:
+        """Build the Config from string overrides, converting by the field's type."""
+        hints = typing.get_type_hints(cls.Config)
+        names = [f.name for f in dataclasses.fields(cls.Config)]
+        values = {}
+        for key, raw in overrides.items():
+            if key not in names:
+                raise ConfigError(_unknown_key(key, names, f"method '{cls.name}'"))
+            values[key] = parse_value(key, raw, hints.get(key, str))
+        return cls.Config(**values)
+
+
+def _unknown_key(key, names, where):
+    import difflib
+
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    known = ", ".join(names) if names else "none"
+    return f"unknown setting '{key}' for {where}{hint} (settings: {known})"
+
+
+def parse_value(key: str, raw: str, kind) -> Any:
+    """Parse a --set value as the field's type; a clear error otherwise."""
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        choices = typing.get_args(kind)
+        if raw not in choices:
+            raise ConfigError(f"bad value for {key}: '{raw}' (choose one of {', '.join(map(str, choices))})")
+        return raw
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            value = float(raw)
+            if not np.isfinite(value):
+                raise ValueError
+            return value
+    except ValueError:
+        raise ConfigError(f"bad value for {key}: '{raw}' is not a valid {kind.__name__}") from None
+    return raw
+
+
+def configure_protocol(protocol: Protocol, overrides: dict[str, str]) -> Protocol:
+    hints = typing.get_type_hints(Protocol)
+    names = [f.name for f in dataclasses.fields(Protocol)]
+    values = {}
+    for key, raw in overrides.items():
+        if key not in names:
+            raise ConfigError(_unknown_key(key, names, "the protocol"))
+        values[key] = parse_value(key, raw, hints[key])
+    new = dataclasses.replace(protocol, **values)
+    for key in ("lr", "epochs", "batch_size"):
+        if getattr(new, key) <= 0:
+            raise ConfigError(f"bad value for {key}: must be positive")
+    if new.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"bad value for optimizer: '{new.optimizer}' (choose sgd or adamw)")
+    if new.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"bad value for schedule: '{new.schedule}' (choose cosine or constant)")
+    return new
+
+
+def split_overrides(pairs: list[str], method_cls: type[Method]) -> tuple[dict, dict]:
+    """Route `--set key=value` pairs to the method or the protocol.
+
+    `method.key` / `protocol.key` force a side; a bare key goes to the method if
+    it has such a setting, else to the protocol.
+    """
+    method_names = {f.name for f in dataclasses.fields(method_cls.Config)}
+    method, protocol = {}, {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"bad --set '{pair}': expected key=value")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if key.startswith("method."):
+            method[key[7:]] = raw
+        elif key.startswith("protocol."):
+            protocol[key[9:]] = raw
+        elif key in method_names:
+            method[key] = raw
+        else:
+            protocol[key] = raw
+    return method, protocol

@@ -1,0 +1,380 @@
+"""ImageNet-RIB metrics from stored cells: RI, mRI, ID, forgetting, across seeds.
+
+Definitions (accuracies are fractions in [0, 1]):
+  A_pre^(j)  the pretrained model's accuracy on dataset j;
+  A_i^(j)    accuracy on j after fine-tuning on downstream dataset i;
+  RI_i       mean over downstream j != i of (A_i^(j) - A_pre^(j)); the
+             pretraining-domain set P is not part of it;
+  mRI        mean over i of RI_i, computed per seed;
+  ID_i = A_i^(i), ID_gain_i = A_i^(i) - A_pre^(i), pretrain_acc_i = A_i^(P),
+  forgetting_i = A_pre^(P) - A_i^(P), each averaged over i like RI.
+Per-seed values are summarised by mean, sample std and a 95% percentile
+bootstrap interval over seeds. The maths takes plain inputs so it can be
+tested without a store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ribench.errors import ConfigError
+from ribench.store import CellRecord
+
+__all__ = [
+    "OVERALL_METRICS",
+    "Summary",
+    "accuracy_frame",
+    "bootstrap_interval",
+    "format_summary",
+    "summarize",
+]
+
+OVERALL_METRICS = ("mRI", "ID", "ID_gain", "pretrain_acc", "forgetting")
+PRETRAINED_ROW = "pretrained"
+FORMATS = ("table", "csv", "json", "markdown")
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+_STAT_COLUMNS = ["mean", "std", "ci_low", "ci_high", "n_seeds"]
+
+
+# -- statistics ---------------------------------------------------------------------
+def bootstrap_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap of the mean over seeds; fixed seed so reports are reproducible."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return (math.nan, math.nan)
+    if data.size == 1:
+        return (float(data[0]), float(data[0]))
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    picks = rng.integers(0, data.size, size=(BOOTSTRAP_RESAMPLES, data.size))
+    means = data[picks].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return (float(low), float(high))
+
+
+def _describe(values: Iterable[float]) -> dict[str, Any]:
+    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    low, high = bootstrap_interval(data)
+    return {
+        "mean": float(data.mean()) if data.size else math.nan,
+        "std": float(data.std(ddof=1)) if data.size > 1 else math.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "n_seeds": int(data.size),
+    }
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    present = [v for v in values if not math.isnan(v)]
+    return float(sum(present) / len(present)) if present else math.nan
+
+
+# -- frames -----------------------------------------------------------------------
+def accuracy_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
+    """Long format: one row per (cell, evaluated dataset)."""
+    rows = [
+        {
+            "label": cell.label,
+            "method": cell.method,
+            "dataset": cell.dataset,
+            "seed": cell.seed,
+            "evaluated": evaluated,
+            "accuracy": float(accuracy),
+        }
+        for cell in cells
+        for evaluated, accuracy in cell.accuracies.items()
+    ]
+    return pd.DataFrame(rows, columns=["label", "method", "dataset", "seed", "evaluated", "accuracy"])
+
+
+@dataclasses.dataclass
+class Summary:
+    """Every table a report shows; accuracies and differences are fractions.
+
+    matrix:   index (label, trained_on) with a "pretrained" row per label, columns =
+              downstream datasets then the pretraining-domain set; seed-mean A_i^(j).
+    ri:       label, dataset, mean, std, ci_low, ci_high, n_seeds.
+    overall:  label, metric, mean, std, ci_low, ci_high, n_seeds, complete.
+    per_seed: label, seed, metric, value, complete (the inputs to ``overall``).
+    """
+
+    matrix: pd.DataFrame
+    ri: pd.DataFrame
+    overall: pd.DataFrame
+    per_seed: pd.DataFrame
+    downstream: list[str]
+    pretrain_eval: str
+
+    @property
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(self.overall["label"]))
+
+    def matrix_for(self, label: str) -> pd.DataFrame:
+        return self.matrix.xs(label, level="label")
+
+
+def _index_cells(cells: Iterable[CellRecord], downstream: Sequence[str]) -> dict[tuple[str, int, str], CellRecord]:
+    """(label, seed, trained_on) -> cell; two results for one slot is ambiguous, so refused."""
+    wanted = set(downstream)
+    indexed: dict[tuple[str, int, str], CellRecord] = {}
+    for cell in cells:
+        if cell.dataset not in wanted:
+            continue
+        slot = (cell.label, int(cell.seed), cell.dataset)
+        if slot in indexed:
+            raise ConfigError(
+                f"two results for label {cell.label!r}, dataset {cell.dataset!r}, seed {cell.seed} "
+                f"(cells {indexed[slot].key[:12]} and {cell.key[:12]}); give each configuration its own label"
+            )
+        indexed[slot] = cell
+    return indexed
+
+
+def summarize(
+    cells: Iterable[CellRecord],
+    pretrained_accuracies: dict[str, float],
+    downstream: Sequence[str],
+    pretrain_eval: str,
+) -> Summary:
+    """All ImageNet-RIB metrics for every label among ``cells``.
+
+    Cells trained on a dataset outside ``downstream`` are ignored. A seed with
+    missing cells (or cells missing an evaluated dataset) still gets metrics over
+    what is present, and the label's overall rows are marked ``complete=False``.
+    """
+    downstream = list(downstream)
+    if not downstream:
+        raise ConfigError("no downstream datasets given to summarise")
+    if pretrain_eval in downstream:
+        raise ConfigError(f"pretraining-domain set {pretrain_eval!r} is also listed as a downstream dataset")
+    missing = [name for name in [*downstream, pretrain_eval] if name not in pretrained_accuracies]
+    if missing:
+        raise ConfigError(f"no pretrained accuracy for {', '.join(missing)}; evaluate the pretrained model first")
+    a_pre = {name: float(pretrained_accuracies[name]) for name in [*downstream, pretrain_eval]}
+    indexed = _index_cells(cells, downstream)
+    labels = sorted({label for label, _, _ in indexed})
+    columns = [*downstream, pretrain_eval]
+
+    matrix_rows, ri_rows, overall_rows, per_seed_rows = [], [], [], []
+    for label in labels:
+        seeds = sorted({seed for lab, seed, _ in indexed if lab == label})
+        ri_by_dataset: dict[str, list[float]] = {name: [] for name in downstream}
+        per_seed_metrics: dict[str, list[float]] = {metric: [] for metric in OVERALL_METRICS}
+        label_complete = True
+        for seed in seeds:
+            seed_complete = True
+            per_dataset: dict[str, list[float]] = {metric: [] for metric in ("RI", *OVERALL_METRICS[1:])}
+            for trained in downstream:
+                cell = indexed.get((label, seed, trained))
+                if cell is None:
+                    seed_complete = False
+                    continue
+                acc = {name: float(value) for name, value in cell.accuracies.items()}
+                if any(name not in acc for name in columns):
+                    seed_complete = False
+                others = [acc[j] - a_pre[j] for j in downstream if j != trained and j in acc]
+                ri = _nanmean(others)
+                in_domain = acc.get(trained, math.nan)
+                after_pretrain = acc.get(pretrain_eval, math.nan)
+                ri_by_dataset[trained].append(ri)
+                per_dataset["RI"].append(ri)
+                per_dataset["ID"].append(in_domain)
+                per_dataset["ID_gain"].append(in_domain - a_pre[trained])
+                per_dataset["pretrain_acc"].append(after_pretrain)
+                per_dataset["forgetting"].append(a_pre[pretrain_eval] - after_pretrain)
+            label_complete = label_complete and seed_complete
+            for metric in OVERALL_METRICS:
+                source = "RI" if metric == "mRI" else metric
+                value = _nanmean(per_dataset[source])
+                per_seed_metrics[metric].append(value)
+                per_seed_rows.append(
+                    {"label": label, "seed": seed, "metric": metric, "value": value, "complete": seed_complete}
+                )
+
+        matrix_rows.append({"label": label, "trained_on": PRETRAINED_ROW, **{c: a_pre[c] for c in columns}})
+        for trained in downstream:
+            row = {"label": label, "trained_on": trained}
+            for evaluated in columns:
+                values = [
+                    float(indexed[(label, seed, trained)].accuracies[evaluated])
+                    for seed in seeds
+                    if (label, seed, trained) in indexed and evaluated in indexed[(label, seed, trained)].accuracies
+                ]
+                row[evaluated] = float(np.mean(values)) if values else math.nan
+            matrix_rows.append(row)
+        for trained in downstream:
+            ri_rows.append({"label": label, "dataset": trained, **_describe(ri_by_dataset[trained])})
+        for metric in OVERALL_METRICS:
+            overall_rows.append(
+                {"label": label, "metric": metric, **_describe(per_seed_metrics[metric]), "complete": label_complete}
+            )
+
+    matrix = pd.DataFrame(matrix_rows, columns=["label", "trained_on", *columns]).set_index(["label", "trained_on"])
+    ri_frame = pd.DataFrame(ri_rows, columns=["label", "dataset", *_STAT_COLUMNS])
+    overall = pd.DataFrame(overall_rows, columns=["label", "metric", *_STAT_COLUMNS, "complete"])
+    per_seed = pd.DataFrame(per_seed_rows, columns=["label", "seed", "metric", "value", "complete"])
+    return Summary(matrix, ri_frame, overall, per_seed, downstream, pretrain_eval)
+
+
+# -- formatting ----------------------------------------------------------------------
+def _pct(value: float, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+
+
+_SIGNED_METRICS = {"mRI", "RI", "ID_gain", "forgetting"}
+
+
+def _stat_text(row: pd.Series | dict, signed: bool) -> str:
+    """mean ± std [ci_low, ci_high] (n seeds), in percentage points."""
+    n = int(row["n_seeds"])
+    seeds = f"({n} seed{'s' if n != 1 else ''})"
+    interval = f"[{_pct(row['ci_low'], signed)}, {_pct(row['ci_high'], signed)}]"
+    text = f"{_pct(row['mean'], signed):>6} ± {_pct(row['std'])} {interval} {seeds}"
+    if "complete" in row and not bool(row["complete"]):
+        text += " incomplete"
+    return text
+
+
+def _label_tables(summary: Summary, label: str) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """Header + rows (as strings) of the three tables shown for one label."""
+    matrix = summary.matrix_for(label)
+    columns = list(matrix.columns)
+    matrix_table = [["trained on \\ evaluated", *columns]]
+    for trained, row in matrix.iterrows():
+        matrix_table.append([str(trained), *(_pct(row[c]) for c in columns)])
+    ri_table = [["dataset", "RI (mean ± std [95% CI])"]]
+    for _, row in summary.ri[summary.ri["label"] == label].iterrows():
+        ri_table.append([row["dataset"], _stat_text(row, signed=True)])
+    overall_table = [["metric", "mean ± std [95% CI]"]]
+    for _, row in summary.overall[summary.overall["label"] == label].iterrows():
+        overall_table.append([row["metric"], _stat_text(row, signed=row["metric"] in _SIGNED_METRICS)])
+    return matrix_table, ri_table, overall_table
+
+
+def _aligned(table: list[list[str]], numeric: bool) -> str:
+    """Plain text columns; numbers right-aligned, "mean ± std ..." texts left-aligned so ± lines up."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for number, row in enumerate(table):
+        pad = str.rjust if numeric else str.ljust
+        cells = [row[0].ljust(widths[0])] + [pad(cell, width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _markdown(table: list[list[str]], numeric: bool) -> str:
+    rule = "---:" if numeric else "---"
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join(["---"] + [rule] * (len(table[0]) - 1)) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table[1:]]
+    return "\n".join(lines)
+
+
+def _none_if_nan(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _stats_dict(row: pd.Series) -> dict[str, Any]:
+    out = {
+        "mean": _none_if_nan(row["mean"]),
+        "std": _none_if_nan(row["std"]),
+        "ci95": [_none_if_nan(row["ci_low"]), _none_if_nan(row["ci_high"])],
+        "n_seeds": int(row["n_seeds"]),
+    }
+    if "complete" in row:
+        out["complete"] = bool(row["complete"])
+    return out
+
+
+def _as_json(summary: Summary) -> str:
+    labels = {}
+    for label in summary.labels:
+        matrix = summary.matrix_for(label)
+        labels[label] = {
+            "matrix": {
+                str(trained): {col: _none_if_nan(row[col]) for col in matrix.columns} for trained, row in matrix.iterrows()
+            },
+            "ri": {row["dataset"]: _stats_dict(row) for _, row in summary.ri[summary.ri["label"] == label].iterrows()},
+            "overall": {
+                row["metric"]: _stats_dict(row) for _, row in summary.overall[summary.overall["label"] == label].iterrows()
+            },
+        }
+    document = {
+        "units": "fraction (accuracies and differences in [0, 1]; multiply by 100 for percent)",
+        "downstream": summary.downstream,
+        "pretrain_eval": summary.pretrain_eval,
+        "labels": labels,
+    }
+    return json.dumps(document, indent=2, allow_nan=False)
+
+
+def _as_csv(summary: Summary) -> str:
+    """One long table so that a single ``pandas.read_csv`` gets everything."""
+    rows = []
+    for (label, trained), row in summary.matrix.iterrows():
+        for evaluated in summary.matrix.columns:
+            rows.append({"table": "matrix", "label": label, "trained_on": trained, "evaluated": evaluated,
+                         "metric": "accuracy", "mean": row[evaluated]})
+    for _, row in summary.ri.iterrows():
+        rows.append({"table": "ri", "label": row["label"], "trained_on": row["dataset"], "metric": "RI",
+                     **{c: row[c] for c in _STAT_COLUMNS}})
+    for _, row in summary.overall.iterrows():
+        rows.append({"table": "overall", "label": row["label"], "metric": row["metric"],
+                     **{c: row[c] for c in _STAT_COLUMNS}, "complete": bool(row["complete"])})
+    columns = ["table", "label", "trained_on", "evaluated", "metric", *_STAT_COLUMNS, "complete", "units"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["units"] = "fraction"
+    frame["n_seeds"] = frame["n_seeds"].astype("Int64")
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue()
+
+
+def format_summary(summary: Summary, fmt: str = "table") -> str:
+    """Render a summary as table (terminal), markdown, csv or json."""
+    if fmt == "json":
+        return _as_json(summary)
+    if fmt == "csv":
+        return _as_csv(summary)
+    if fmt not in ("table", "markdown"):
+        raise ConfigError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    render = _aligned if fmt == "table" else _markdown
+    blocks = []
+    note = (
+        f"Accuracies in %, trained on the row's dataset, evaluated on the column's; "
+        f"RI excludes the trained dataset and {summary.pretrain_eval}; CI = 95% bootstrap over seeds."
+    )
+    for label in summary.labels:
+        matrix_table, ri_table, overall_table = _label_tables(summary, label)
+        title = f"== {label} ==" if fmt == "table" else f"### {label}"
+        blocks.append(
+            "\n\n".join(
+                [
+                    title,
+                    "Accuracy matrix A_i^(j)\n" + render(matrix_table, True),
+                    "Robustness improvement RI_i (percentage points)\n" + render(ri_table, False),
+                    "Overall\n" + render(overall_table, False),
+                ]
+            )
+        )
+    if not blocks:
+        return "no results to report\n"
+    return note + "\n\n" + "\n\n".join(blocks) + "\n"

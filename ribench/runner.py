@@ -1,0 +1,218 @@
+"""Plan cells, run them in-process, write each finished cell to the store in one step.
+
+A cell is (suite, pretrain, method + hyperparameters, protocol, downstream
+dataset, seed), identified by the hash of everything that changes its result.
+Finished cells are skipped, so a re-run trains nothing and an interrupted run
+(even `kill -9`) resumes: a cell reaches the store whole or not at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .catalog import METHODS, PRETRAINS, SUITES
+from .errors import ConfigError, RibenchError
+from .evaluate import evaluate_all
+from .features import cached_features
+from .method import FitContext, configure_protocol, split_overrides
+from .store import CellRecord, Store, cell_key
+
+
+@dataclass
+class Cell:
+    dataset: str
+    seed: int
+    identity: dict
+    key: str = ""
+
+    def __post_init__(self):
+        self.key = cell_key(self.identity)
+
+
+@dataclass
+class RunSpec:
+    """Everything resolved and validated before any work starts."""
+
+    suite: object
+    preset: object
+    method_cls: type
+    method_config: object
+    protocol: object
+    datasets: list
+    seeds: list
+    device: str = "cpu"
+    weights: str | None = None
+    label: str = ""
+    cells: list = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the ribench source, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def method_label(method_cls, config) -> str:
+    """'ft', or 'lp[fit=lbfgs]' when hyperparameters differ from the defaults."""
+    defaults = method_cls.defaults()
+    changed = {k: v for k, v in dataclasses.asdict(config).items() if defaults.get(k) != v}
+    if not changed:
+        return method_cls.name
+    return method_cls.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
+
+
+def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
+            overrides=(), device: str = "cpu", weights: str | None = None, includes=()) -> RunSpec:
+    """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError."""
+    for path in includes:
+        METHODS.include(path)
+    method_cls = METHODS.get(method)
+    suite_obj = SUITES.get(suite)()
+    preset = PRETRAINS.get(pretrain)
+    method_over, protocol_over = split_overrides(list(overrides), method_cls)
+    config = method_cls.configure(method_over)
+    protocol = configure_protocol(suite_obj.protocol, protocol_over)
+    if datasets:
+        for name in datasets:
+            if suite_obj.info(name).role != "downstream":
+                raise ConfigError(f"'{name}' is the pretraining-domain set of {suite_obj.name}; "
+                                  f"choose among {', '.join(suite_obj.downstream)}")
+        datasets = list(dict.fromkeys(datasets))
+    else:
+        datasets = suite_obj.downstream
+    if not seeds:
+        raise ConfigError("no seeds given")
+    if getattr(method_cls, "requires_text_tower", False) and not preset.has_text_tower:
+        raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
+    spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights)
+    spec.label = method_label(method_cls, config)
+    return spec
+
+
+def plan(spec: RunSpec, pretrained) -> list[Cell]:
+    """One cell per seed x downstream dataset, round-robin over datasets within each seed."""
+    base = {
+        "suite": spec.suite.name, "manifests": spec.suite.manifest_hash(),
+        "pretrain": spec.preset.name, "weights_sha256": pretrained.weights_sha256,
+        "method": spec.method_cls.name, "config": dataclasses.asdict(spec.method_config),
+        "protocol": spec.protocol.as_dict(),
+    }
+    return [Cell(d, s, dict(base, dataset=d, seed=s)) for s in spec.seeds for d in spec.datasets]
+
+
+def provenance(spec: RunSpec, pretrained) -> dict:
+    return {
+        "ribench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        "python": platform.python_version(), "device": spec.device, "threads": torch.get_num_threads(),
+        "manifests_sha256": spec.suite.manifest_hash(), "weights_sha256": pretrained.weights_sha256,
+    }
+
+
+def pretrained_evaluation(spec: RunSpec, pretrained, store: Store) -> dict:
+    """A_pre on every test split, computed once per (suite, pretrain, weights) and cached."""
+    identity = {"kind": "pretrained", "suite": spec.suite.name, "manifests": spec.suite.manifest_hash(),
+                "pretrain": spec.preset.name, "weights_sha256": pretrained.weights_sha256}
+    key = cell_key(identity)
+    found = store.get_pretrained(key)
+    if found is not None:
+        return found["accuracies"]
+    accuracies, _ = evaluate_all(pretrained.model, pretrained.preprocess, spec.suite,
+                                 spec.protocol.eval_batch_size, spec.device)
+    store.put_pretrained(key, spec.suite.name, spec.preset.name, identity, accuracies,
+                         provenance(spec, pretrained))
+    return accuracies
+
+
+def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict) -> CellRecord:
+    """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all."""
+    start = time.perf_counter()
+    torch.manual_seed(cell.seed)
+    model = copy.deepcopy(pretrained.model).to(spec.device)
+    frozen = copy.deepcopy(pretrained.model).to(spec.device).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    train_split = spec.suite.train_split(cell.dataset)
+    ctx = FitContext(
+        model=model, pretrained=frozen, train=train_split,
+        source=spec.suite.train_split(spec.suite.pretrain_eval),
+        preprocess=pretrained.preprocess, protocol=spec.protocol, seed=cell.seed, device=spec.device,
+        train_features=lambda: cached_features(pretrained, train_split, "train",
+                                               spec.protocol.eval_batch_size, spec.device),
+        has_text_tower=pretrained.has_text_tower,
+    )
+    method = spec.method_cls(spec.method_config)
+    timings = method.fit(ctx)
+    t_eval = time.perf_counter()
+    if getattr(spec.method_cls, "uses_pretrained_eval", False):
+        accuracies, details = dict(pretrained_acc), {}
+    else:
+        accuracies, details = evaluate_all(model, pretrained.preprocess, spec.suite,
+                                           spec.protocol.eval_batch_size, spec.device)
+    timings["eval_s"] = time.perf_counter() - t_eval
+    timings["total_s"] = time.perf_counter() - start
+    return CellRecord(
+        key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
+        label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
+        accuracies=accuracies, status="done", details=details, timings=timings,
+        provenance=provenance(spec, pretrained),
+    )
+
+
+def _done(store: Store, key: str) -> bool:
+    record = store.get(key)
+    return record is not None and record.status == "done"
+
+
+def load_pretrained(spec: RunSpec):
+    """Build the pretrained classifier (fails with the missing file's name before any work)."""
+    pretrained = spec.preset.load(spec.suite, spec.weights)
+    pretrained.model.to(spec.device).eval()
+    return pretrained
+
+
+def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print) -> dict:
+    """Run every planned cell not yet in the store; returns counts and the pretrained accuracies."""
+    pretrained = pretrained or load_pretrained(spec)
+    pre_acc = pretrained_evaluation(spec, pretrained, store)
+    cells = plan(spec, pretrained)
+    spec.cells = cells
+    pending = [c for c in cells if not _done(store, c.key)]
+    if len(pending) < len(cells):
+        log(f"{len(cells) - len(pending)} of {len(cells)} cells already in the store; skipping them")
+    bar = None
+    if progress and pending:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pending), unit="cell", desc=spec.label, leave=True)
+    for cell in pending:
+        if bar is not None:
+            bar.set_postfix_str(f"{cell.dataset} seed {cell.seed}")
+        try:
+            record = run_cell(spec, pretrained, cell, pre_acc)
+        except RibenchError:
+            raise
+        except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+            raise RibenchError(f"out of GPU memory in cell {cell.dataset}/seed {cell.seed}: {exc}") from exc
+        store.put(record)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return {"planned": len(cells), "ran": len(pending), "pretrained": pre_acc}

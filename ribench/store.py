@@ -1,0 +1,351 @@
+"""The results database: one SQLite row per finished cell, never overwritten.
+
+A cell's key is the hash of everything that can change its result, so that work
+is never done twice and a stored number can always be traced back to what made
+it. Rows are written in one transaction each, so a killed run leaves either the
+whole row or nothing. The weights that derived methods reuse live next to the
+database as safetensors files (never pickles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ribench.errors import StoreError
+
+__all__ = ["CellRecord", "Store", "cell_key", "default_store_path"]
+
+
+# -- keys ------------------------------------------------------------------
+def _canonical(value: Any) -> Any:
+    """Plain JSON types only, so that equal identities serialise identically."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cell identity contains a non-finite number: {value!r}")
+        return value  # json writes floats with repr: 1e-3 and 0.001 are the same float
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"cell identity keys must be strings, got {key!r}")
+            out[key] = _canonical(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_canonical(item) for item in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _canonical(dataclasses.asdict(value))
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _canonical(value.item())
+    raise TypeError(f"cell identity holds a value JSON cannot represent: {value!r}")
+
+
+def canonical_json(identity: Mapping[str, Any]) -> str:
+    return json.dumps(_canonical(identity), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cell_key(identity: Mapping[str, Any]) -> str:
+    """Full sha256 hex of the canonical JSON of a cell's identity.
+
+    Key order does not matter; ints and floats stay distinct (1 vs 1.0), so
+    hyperparameter dataclasses should keep their declared types.
+    """
+    return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
+
+
+def default_store_path() -> Path:
+    """$RIBENCH_STORE, else $XDG_DATA_HOME/ribench/results.sqlite."""
+    explicit = os.environ.get("RIBENCH_STORE")
+    if explicit:
+        return Path(explicit).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
+    return Path(data_home).expanduser() / "ribench" / "results.sqlite"
+
+
+# -- records ---------------------------------------------------------------
+@dataclasses.dataclass
+class CellRecord:
+    """One row of ``cells``; accuracies are fractions in [0, 1] keyed by evaluated dataset."""
+
+    key: str
+    suite: str
+    pretrain: str
+    method: str
+    label: str
+    dataset: str
+    seed: int
+    identity: dict[str, Any]
+    accuracies: dict[str, float]
+    status: str = "done"
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    timings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created_at: float | None = None  # set by Store.put when None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    pretrain TEXT NOT NULL,
+    method TEXT NOT NULL,
+    label TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    accuracies TEXT NOT NULL,
+    details TEXT NOT NULL,
+    timings TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cells_by_run ON cells (suite, pretrain, method, label);
+CREATE TABLE IF NOT EXISTS pretrained (
+    key TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    pretrain TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    accuracies TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+_CELL_COLUMNS = (
+    "key suite pretrain method label dataset seed status identity accuracies "
+    "details timings provenance created_at"
+).split()
+_JSON_CELL_COLUMNS = {"identity", "accuracies", "details", "timings", "provenance"}
+_PRETRAINED_COLUMNS = "key suite pretrain identity accuracies provenance created_at".split()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class Store:
+    """The results database at ``path`` (created with its parent folders)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        self._conn = self._open()
+
+    # -- opening ------------------------------------------------------------
+    def _fail(self, reason: str) -> StoreError:
+        return StoreError(f"cannot write results store {self.path}: {reason}")
+
+    def _open(self) -> sqlite3.Connection:
+        """Open, create the schema and prove we can write, so a run fails before any work."""
+        if self.path.is_dir():
+            raise self._fail("it is a directory")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise self._fail(_reason(error)) from None
+        # sqlite3 needs the folder writable for its journal, and otherwise only fails at commit.
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise self._fail(f"folder {self.path.parent} is not writable")
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise self._fail("file is not readable and writable")
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=30.0)
+            with conn:
+                conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails now if writing would fail later
+            conn.rollback()
+        except sqlite3.Error as error:
+            if conn is not None:
+                conn.close()
+            if isinstance(error, sqlite3.DatabaseError) and "not a database" in str(error):
+                raise self._fail("file exists but is not an SQLite database") from None
+            raise self._fail(_reason(error)) from None
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- cells ----------------------------------------------------------------
+    def _read(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        try:
+            cursor = self._conn.execute(sql, params)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read results store {self.path}: {_reason(error)}") from None
+
+    @staticmethod
+    def _record(row: dict[str, Any]) -> CellRecord:
+        values = {name: json.loads(row[name]) if name in _JSON_CELL_COLUMNS else row[name] for name in _CELL_COLUMNS}
+        return CellRecord(**values)
+
+    def has(self, key: str) -> bool:
+        return bool(self._read("SELECT 1 FROM cells WHERE key = ?", (key,)))
+
+    def get(self, key: str) -> CellRecord | None:
+        rows = self._read(f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells WHERE key = ?", (key,))
+        return self._record(rows[0]) if rows else None
+
+    def put(self, record: CellRecord) -> CellRecord:
+        """Insert one cell atomically; an existing key is refused (results are never overwritten).
+
+        Returns the record as stored (with ``created_at`` filled in).
+        """
+        expected = cell_key(record.identity)
+        if record.key != expected:
+            raise ValueError(f"cell key {record.key!r} does not match its identity (expected {expected!r})")
+        created_at = record.created_at if record.created_at is not None else time.time()
+        stored = dataclasses.replace(record, created_at=created_at)
+        values = []
+        for name in _CELL_COLUMNS:
+            value = getattr(stored, name)
+            values.append(_dumps(value) if name in _JSON_CELL_COLUMNS else value)
+        placeholders = ", ".join("?" for _ in _CELL_COLUMNS)
+        self._insert(f"INSERT INTO cells ({', '.join(_CELL_COLUMNS)}) VALUES ({placeholders})", values, "cell", record.key)
+        return stored
+
+    def _insert(self, sql: str, values: list, what: str, key: str) -> None:
+        try:
+            with self._conn:  # one transaction: committed whole or rolled back
+                self._conn.execute(sql, values)
+        except sqlite3.IntegrityError as error:
+            if "UNIQUE" in str(error) or "PRIMARY KEY" in str(error):
+                raise ValueError(f"{what} {key} is already stored; results are never overwritten") from None
+            raise self._fail(_reason(error)) from None
+        except sqlite3.Error as error:
+            raise self._fail(_reason(error)) from None
+
+    def cells(
+        self,
+        suite: str | None = None,
+        pretrain: str | None = None,
+        method: str | None = None,
+        label: str | None = None,
+        status: str | None = "done",
+    ) -> list[CellRecord]:
+        """Stored cells matching every filter given (None = any), oldest first."""
+        filters = {"suite": suite, "pretrain": pretrain, "method": method, "label": label, "status": status}
+        where = [f"{name} = ?" for name, value in filters.items() if value is not None]
+        params = tuple(value for value in filters.values() if value is not None)
+        sql = f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, key"
+        return [self._record(row) for row in self._read(sql, params)]
+
+    def __iter__(self) -> Iterator[CellRecord]:
+        return iter(self.cells(status=None))
+
+    # -- pretrained evaluations ---------------------------------------------------
+    def put_pretrained(
+        self,
+        key: str,
+        suite: str,
+        pretrain: str,
+        identity: dict[str, Any],
+        accuracies: dict[str, float],
+        provenance: dict[str, Any],
+    ) -> None:
+        """Store the pretrained model's accuracies (A_pre); an existing key is refused."""
+        expected = cell_key(identity)
+        if key != expected:
+            raise ValueError(f"pretrained key {key!r} does not match its identity (expected {expected!r})")
+        values = [key, suite, pretrain, _dumps(identity), _dumps(accuracies), _dumps(provenance), time.time()]
+        placeholders = ", ".join("?" for _ in _PRETRAINED_COLUMNS)
+        self._insert(
+            f"INSERT INTO pretrained ({', '.join(_PRETRAINED_COLUMNS)}) VALUES ({placeholders})",
+            values,
+            "pretrained evaluation",
+            key,
+        )
+
+    @staticmethod
+    def _pretrained_row(row: dict[str, Any]) -> dict[str, Any]:
+        decoded = ("identity", "accuracies", "provenance")
+        return {name: json.loads(row[name]) if name in decoded else row[name] for name in _PRETRAINED_COLUMNS}
+
+    def get_pretrained(self, key: str) -> dict[str, Any] | None:
+        rows = self._read(f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained WHERE key = ?", (key,))
+        return self._pretrained_row(rows[0]) if rows else None
+
+    def pretrained(self, suite: str, pretrain: str) -> list[dict[str, Any]]:
+        rows = self._read(
+            f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained WHERE suite = ? AND pretrain = ? "
+            "ORDER BY created_at, key",
+            (suite, pretrain),
+        )
+        return [self._pretrained_row(row) for row in rows]
+
+    # -- weights --------------------------------------------------------------------
+    @property
+    def weights_dir(self) -> Path:
+        return self.path.parent / f"{self.path.stem}-weights"
+
+    def weights_path(self, key: str) -> Path:
+        return self.weights_dir / f"{key}.safetensors"
+
+    def has_weights(self, key: str) -> bool:
+        return self.weights_path(key).is_file()
+
+    def save_weights(self, key: str, state_dict: Mapping[str, Any]) -> Path:
+        """Write a state dict of tensors atomically (temp file, then rename)."""
+        from safetensors.torch import save_file
+
+        target = self.weights_path(key)
+        # Own CPU copies: safetensors refuses tied/shared or non-contiguous tensors.
+        tensors = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state_dict.items()}
+        tmp_name = None
+        try:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.weights_dir)
+            os.close(fd)
+            save_file(tensors, tmp_name, metadata={"cell_key": key})
+            with open(tmp_name, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, target)
+            tmp_name = None
+        except OSError as error:
+            raise StoreError(f"cannot write weights {target}: {_reason(error)}") from None
+        finally:
+            if tmp_name is not None and os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        return target
+
+    def load_weights(self, key: str, device: str = "cpu") -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        target = self.weights_path(key)
+        if not target.is_file():
+            raise StoreError(f"no stored weights for cell {key} (expected {target})")
+        try:
+            return load_file(str(target), device=device)
+        except Exception as error:  # a corrupt file is a store problem, not a traceback
+            raise StoreError(f"cannot read weights {target}: {type(error).__name__}: {_reason(error)}") from None

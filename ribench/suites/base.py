@@ -1,0 +1,67 @@
+"""What a suite is: datasets over one label space, a pretraining-domain set, a protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data import TestSplit, TrainSplit
+from ..errors import UnknownNameError
+from ..protocol import Protocol
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    spirit_of: str                      # the ImageNet-RIB dataset it mirrors
+    class_mask: tuple[int, ...]         # indices into the suite's class names
+    role: str = "downstream"            # "downstream" or "pretrain-eval"
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    class_names: tuple[str, ...]
+    datasets: dict[str, DatasetInfo]
+    pretrain_eval: str
+    protocol: Protocol
+    templates: tuple[str, ...]          # zero-shot prompt templates, "{}" = class name
+    manifest_dir: Path | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def downstream(self) -> list[str]:
+        return [n for n, d in self.datasets.items() if d.role == "downstream"]
+
+    @property
+    def evaluated(self) -> list[str]:
+        """Every dataset with a test split: downstream ones and the pretraining-domain set."""
+        return list(self.datasets)
+
+    def info(self, dataset: str) -> DatasetInfo:
+        if dataset not in self.datasets:
+            import difflib
+            close = difflib.get_close_matches(dataset, list(self.datasets), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UnknownNameError(
+                f"suite '{self.name}' has no dataset '{dataset}'{hint} (it has: {', '.join(self.datasets)})")
+        return self.datasets[dataset]
+
+    def train_split(self, dataset: str) -> TrainSplit:
+        raise NotImplementedError
+
+    def test_split(self, dataset: str) -> TestSplit:
+        raise NotImplementedError
+
+    def manifest_hash(self) -> str:
+        """sha256 over the suite's manifests: part of every cell's provenance."""
+        h = hashlib.sha256()
+        if self.manifest_dir is not None:
+            for path in sorted(Path(self.manifest_dir).glob("*.json")):
+                h.update(path.name.encode())
+                h.update(json.dumps(json.loads(path.read_text()), sort_keys=True).encode())
+        return h.hexdigest()

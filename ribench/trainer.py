@@ -1,0 +1,81 @@
+"""The one training loop every method runs through, driven by the suite's protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+
+from .method import Batch, FitContext
+
+
+def build_optimizer(protocol, groups):
+    """SGD (momentum) or AdamW over the method's parameter groups, lr scaled per group."""
+    torch_groups = [
+        {"params": g.params, "lr": protocol.lr * g.lr_scale, "lr_scale": g.lr_scale, "name": g.name}
+        for g in groups if g.params
+    ]
+    if protocol.optimizer == "sgd":
+        return torch.optim.SGD(torch_groups, lr=protocol.lr, momentum=protocol.momentum,
+                               weight_decay=protocol.weight_decay)
+    return torch.optim.AdamW(torch_groups, lr=protocol.lr, weight_decay=protocol.weight_decay)
+
+
+def position_labels(labels: np.ndarray, class_mask: np.ndarray) -> np.ndarray:
+    """Suite class indices -> positions within the dataset's class mask."""
+    lookup = np.full(int(class_mask.max()) + 1, -1)
+    lookup[class_mask] = np.arange(len(class_mask))
+    return lookup[labels]
+
+
+def autocast(device: str):
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def train(method, ctx: FitContext) -> dict:
+    """Fine-tune ctx.model on ctx.train with the method's hooks; returns timings."""
+    t0 = time.perf_counter()
+    method.prepare(ctx)
+    t_prepared = time.perf_counter()
+    protocol, split = ctx.protocol, ctx.train
+    groups = method.param_groups(ctx)
+    trainable = {id(p) for g in groups for p in g.params}
+    for p in ctx.model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    optimizer = build_optimizer(protocol, groups)
+    mask = torch.as_tensor(split.class_mask, device=ctx.device)
+    targets = position_labels(split.labels, split.class_mask)
+    per_epoch = steps_per_epoch(len(split), protocol.batch_size)
+    ctx.total_steps = per_epoch * protocol.epochs
+    order_rng = np.random.default_rng([ctx.seed, 1])
+    ctx.model.train()
+    for epoch in range(protocol.epochs):
+        for images, _, idx in split.batches(protocol.batch_size, order_rng.permutation(len(split))):
+            factor = protocol.lr_factor(ctx.step, ctx.total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = protocol.lr * group["lr_scale"] * factor
+            x = ctx.preprocess(torch.from_numpy(images).to(ctx.device))
+            y = torch.from_numpy(targets[idx]).to(ctx.device)
+            with autocast(ctx.device):
+                logits = ctx.model(x)[:, mask].float()
+                loss = method.compute_loss(ctx, Batch(x, y, logits))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.after_backward(ctx)
+            optimizer.step()
+            method.after_step(ctx)
+            ctx.step += 1
+    method.finish(ctx)
+    ctx.model.eval()
+    done = time.perf_counter()
+    return {"prepare_s": t_prepared - t0, "train_s": done - t_prepared, "steps": ctx.step,
+            "step_s": (done - t_prepared) / max(ctx.step, 1)}

@@ -1,0 +1,25 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads_and_cache(tmp_path_factory):
+    """Deliberate thread count; a private cache unless the caller shares one."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("RIBENCH_TEST_THREADS", "2")))
+    os.environ.setdefault("RIBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_suite():
+    import tiny_suite
+
+    return tiny_suite.build()

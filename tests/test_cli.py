@@ -1,0 +1,169 @@
+"""The `ribench` command: listing, results formats, user errors as one line and exit code 2."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ribench.cli import main
+
+HERE = Path(__file__).resolve().parent
+TINY = str(HERE / "tiny_suite.py")
+EXTERNAL_METHOD = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS
+from ribench.method import Method, ParamGroup
+
+
+@METHODS.register("head-only-sgd", description="an outside method: trains only the head")
+class HeadOnly(Method):
+    name = "head-only-sgd"
+
+    @dataclass
+    class Config:
+        scale: float = 1.0
+
+    def param_groups(self, ctx):
+        return [ParamGroup(list(ctx.model.head.parameters()), self.config.scale, "head")]
+'''
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tiny_run(*extra):
+    return ["run", "--include", TINY, "--suite", "rib-tiny", "--no-progress", *extra]
+
+
+def test_list_methods_shows_descriptions_and_defaults(capsys):
+    code, out, _ = run_cli(capsys, "list", "methods")
+    assert code == 0
+    for name in ("zeroshot", "ft", "lp"):
+        assert any(line.startswith(name) for line in out.splitlines())
+    assert '"fit": "protocol"' in out
+
+
+def test_list_suites_and_pretrains(capsys):
+    assert "rib-mini" in run_cli(capsys, "list", "suites")[1]
+    out = run_cli(capsys, "list", "pretrains")[1]
+    assert "mini-clip" in out and "mini-sup" in out and "laion2b" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "--method", "ftt"], "unknown method 'ftt'; did you mean 'ft'?"),
+    (["run", "--method", "ft", "--suite", "rib-mni"], "did you mean 'rib-mini'?"),
+    (["run", "--method", "ft", "--pretrain", "mini-clp"], "did you mean 'mini-clip'?"),
+    (["run", "--method", "ft", "--set", "lr=fast"], "bad value for lr: 'fast' is not a valid float"),
+    (["run", "--method", "ft", "--set", "lerning_rate=1"], "did you mean"),
+    (["run", "--method", "lp", "--set", "fit=sgd"], "choose one of protocol, lbfgs"),
+    (["run", "--method", "ft", "--set", "epochs=0"], "bad value for epochs"),
+    (["run", "--method", "ft", "--set", "epochs"], "expected key=value"),
+    (["run", "--method", "ft", "--datasets", "sketchy"], "did you mean 'sketch'?"),
+    (["run", "--method", "ft", "--datasets", "photo"], "pretraining-domain set"),
+    (["run", "--method", "ft", "--pretrain", "laion2b"], "run offline with '--pretrain mini-clip'"),
+    (["run", "--method", "ft", "--include", "/nonexistent/m.py"], "/nonexistent/m.py"),
+    (["results", "--pretrain", "mini-sup"], "no results"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, expected):
+    store = tmp_path / "s.sqlite"
+    code, out, err = run_cli(capsys, *argv, "--store", str(store))
+    assert code == 2
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("ribench: error: ")
+    assert "Traceback" not in err
+
+
+def test_missing_weights_names_the_file(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--method", "ft", "--pretrain", "laion2b",
+                           "--weights", str(tmp_path / "vit.bin"), "--store", str(tmp_path / "s.sqlite"))
+    assert code == 2 and str(tmp_path / "vit.bin") in err and "laion2b_s34b_b88k" in err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_unwritable_store_is_an_error_and_existing_store_untouched(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, *tiny_run("--method", "zeroshot", "--store", str(blocker / "s.sqlite")))
+    assert code == 2 and "cannot write results store" in err
+    # a bad --set against an existing store leaves its bytes unchanged
+    store = tmp_path / "good.sqlite"
+    assert run_cli(capsys, *tiny_run("--method", "zeroshot", "--datasets", "sketch", "--store", str(store)))[0] == 0
+    before = store.read_bytes()
+    code, _, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=-", "--store", str(store)))
+    assert code == 2 and store.read_bytes() == before
+
+
+def test_external_method_runs_through_include(capsys, tmp_path):
+    plugin = tmp_path / "my_method.py"
+    plugin.write_text(EXTERNAL_METHOD)
+    store = str(tmp_path / "s.sqlite")
+    code, out, err = run_cli(capsys, *tiny_run("--include", str(plugin), "--method", "head-only-sgd",
+                                                "--datasets", "sketch", "--set", "scale=0.5", "--store", store))
+    assert code == 0, err
+    assert "head-only-sgd[scale=0.5]" in out and "mRI" in out
+
+
+def test_results_formats(capsys, tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    assert run_cli(capsys, *tiny_run("--method", "zeroshot", "--store", store))[0] == 0
+    base = ["results", "--store", store, "--pretrain", "mini-clip", "--suite", "rib-tiny"]
+    code, out, _ = run_cli(capsys, *base, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and "zeroshot" in json.dumps(data)
+    code, out, _ = run_cli(capsys, *base, "--format", "csv")
+    assert code == 0 and out.splitlines()[0].startswith("table,")
+    code, out, _ = run_cli(capsys, *base, "--format", "markdown")
+    assert code == 0 and "| " in out and "mRI" in out
+    # zero-shot fine-tunes nothing: RI and mRI are exactly zero
+    assert "+0.0 ±" in run_cli(capsys, *base)[1]
+
+
+def _stored_cells(path):
+    if not Path(path).exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
+    """SIGKILL while a cell trains: no half cell is stored; rerunning completes identical results."""
+    env = dict(os.environ, RIBENCH_TEST_THREADS="1")
+    args = [sys.executable, "-m", "ribench", *tiny_run("--method", "ft", "--datasets", "sketch,cartoon,drawing",
+                                                       "--threads", "1", "--set", "epochs=3")]
+    killed, clean = str(tmp_path / "killed.sqlite"), str(tmp_path / "clean.sqlite")
+    proc = subprocess.Popen(args + ["--store", killed], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _stored_cells(killed) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)   # into the second cell's training
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _stored_cells(killed)
+    assert 1 <= partial < 3
+    subprocess.run(args + ["--store", killed], env=env, check=True, capture_output=True)
+    subprocess.run(args + ["--store", clean], env=env, check=True, capture_output=True)
+
+    def table(path):
+        with sqlite3.connect(path) as db:
+            rows = db.execute("SELECT key, accuracies FROM cells ORDER BY key").fetchall()
+        return [(k, json.loads(a)) for k, a in rows]
+
+    assert table(killed) == table(clean) and len(table(clean)) == 3
+    out = subprocess.run([sys.executable, "-m", "ribench", "results", "--include", TINY, "--suite", "rib-tiny",
+                          "--format", "json", "--store", killed], env=env, capture_output=True, text=True)
+    ref = subprocess.run([sys.executable, "-m", "ribench", "results", "--include", TINY, "--suite", "rib-tiny",
+                          "--format", "json", "--store", clean], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == ref.stdout

@@ -1,0 +1,171 @@
+"""Trainer, methods zeroshot/ft/lp, runner and store working together on real mini models."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ribench.data import TestSplit, TrainSplit, holdout
+from ribench.method import FitContext
+from ribench.protocol import Protocol
+from ribench.runner import execute, load_pretrained, resolve, run_cell
+from ribench.store import Store
+
+
+@pytest.fixture(scope="module")
+def clip_spec(tiny_suite):
+    import tiny_suite as _  # noqa: F401  (registers rib-tiny)
+
+    return resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"], seeds=[0])
+
+
+@pytest.fixture(scope="module")
+def clip_pretrained(clip_spec):
+    return load_pretrained(clip_spec)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _fit(spec, pretrained, method="ft", seed=0, dataset="sketch", overrides=()):
+    spec = resolve(method, "rib-tiny", spec.preset.name, datasets=[dataset], seeds=[seed], overrides=overrides)
+    import copy
+    from ribench.runner import plan
+
+    cell = plan(spec, pretrained)[0]
+    model_holder = {}
+    original = copy.deepcopy
+
+    record = run_cell(spec, pretrained, cell, {n: 0.0 for n in spec.suite.evaluated})
+    return record
+
+
+def _train_model(spec, pretrained, method_name, seed=0, overrides=()):
+    import copy
+
+    spec = resolve(method_name, "rib-tiny", spec.preset.name, datasets=["sketch"], seeds=[seed],
+                   overrides=overrides)
+    model = copy.deepcopy(pretrained.model)
+    frozen = copy.deepcopy(pretrained.model)
+    split = spec.suite.train_split("sketch")
+    from ribench.features import cached_features
+
+    ctx = FitContext(model, frozen, split, spec.suite.train_split("photo"), pretrained.preprocess,
+                     spec.protocol, seed,
+                     train_features=lambda: cached_features(pretrained, split, "train"))
+    torch.manual_seed(seed)
+    spec.method_cls(spec.method_config).fit(ctx)
+    return model, ctx
+
+
+def test_ft_changes_backbone_and_head(clip_spec, clip_pretrained):
+    before = _state(clip_pretrained.model)
+    model, ctx = _train_model(clip_spec, clip_pretrained, "ft")
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "head.weight" in changed
+    assert any(k.startswith("clip.visual.") for k in changed)
+    # ft trains the image classifier only: the frozen text tower is untouched
+    assert not any(k.startswith("clip.transformer.") for k in changed)
+    assert ctx.step == ctx.total_steps == 2 * int(np.ceil(80 / 16))
+    # the pretrained model itself is never modified
+    assert all(torch.equal(before[k], v) for k, v in clip_pretrained.model.state_dict().items())
+
+
+def test_ft_is_deterministic_under_a_seed(clip_spec, clip_pretrained):
+    a, _ = _train_model(clip_spec, clip_pretrained, "ft", seed=3)
+    b, _ = _train_model(clip_spec, clip_pretrained, "ft", seed=3)
+    c, _ = _train_model(clip_spec, clip_pretrained, "ft", seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_lp_leaves_backbone_bit_identical_and_trains_head(clip_spec, clip_pretrained):
+    before = _state(clip_pretrained.model)
+    model, _ = _train_model(clip_spec, clip_pretrained, "lp")
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["head.weight"]
+
+
+def test_lp_lbfgs_fits_the_train_split_better_than_protocol(clip_spec, clip_pretrained):
+    from ribench.evaluate import accuracy
+
+    proto, _ = _train_model(clip_spec, clip_pretrained, "lp")
+    conv, _ = _train_model(clip_spec, clip_pretrained, "lp", overrides=["fit=lbfgs"])
+    split = clip_spec.suite.train_split("sketch")
+    as_test = TestSplit(split.dataset, split.images, split.labels, split.class_mask)
+    assert accuracy(conv, clip_pretrained.preprocess, as_test) >= accuracy(proto, clip_pretrained.preprocess, as_test)
+    assert accuracy(conv, clip_pretrained.preprocess, as_test) > 0.9
+
+
+def test_fit_context_refuses_test_splits(tiny_suite):
+    test = tiny_suite.test_split("sketch")
+    train = tiny_suite.train_split("sketch")
+    with pytest.raises(TypeError):
+        FitContext(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), test, train, None, Protocol(), 0)
+    # and the ctx of a real cell holds no TestSplit anywhere among its fields
+    ctx = FitContext(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), train, train, None, Protocol(), 0)
+    assert not any(isinstance(v, TestSplit) for v in vars(ctx).values())
+
+
+def test_holdout_is_stratified_and_stays_a_train_split(tiny_suite):
+    fit, val = holdout(tiny_suite.train_split("cartoon"), 0.25, seed=0)
+    assert isinstance(fit, TrainSplit) and isinstance(val, TrainSplit)
+    assert len(fit) + len(val) == 80 and np.bincount(val.labels).tolist() == [2] * 10
+    assert not set(map(bytes, fit.images)) & set(map(bytes, val.images))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    p = Protocol(lr=1.0, warmup_steps=4)
+    factors = [p.lr_factor(s, 20) for s in range(20)]
+    assert factors[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert factors[4] == pytest.approx(1.0)
+    assert factors[12] == pytest.approx(0.5 * (1 + np.cos(np.pi * 8 / 16)))
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+
+
+def test_rerun_trains_nothing_and_new_settings_make_new_cells(tmp_path, clip_pretrained):
+    store = Store(tmp_path / "r.sqlite")
+    spec = resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch", "cartoon"], seeds=[0])
+    first = execute(spec, store, clip_pretrained, progress=False, log=lambda m: None)
+    assert first["ran"] == 2
+    rows = {c.key: c.accuracies for c in store.cells()}
+    again = execute(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch", "cartoon"], seeds=[0]),
+                    store, clip_pretrained, progress=False, log=lambda m: None)
+    assert again["ran"] == 0
+    changed = execute(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"], seeds=[0],
+                              overrides=["lr=0.001"]), store, clip_pretrained, progress=False, log=lambda m: None)
+    assert changed["ran"] == 1
+    after = {c.key: c.accuracies for c in store.cells()}
+    assert len(after) == 3 and all(after[k] == v for k, v in rows.items())
+
+
+def test_zeroshot_cells_equal_the_pretrained_evaluation(tmp_path, clip_pretrained):
+    store = Store(tmp_path / "z.sqlite")
+    spec = resolve("zeroshot", "rib-tiny", "mini-clip", datasets=["sketch"], seeds=[0])
+    out = execute(spec, store, clip_pretrained, progress=False, log=lambda m: None)
+    (cell,) = store.cells()
+    assert cell.accuracies == out["pretrained"]
+
+
+def test_mini_sup_head_is_its_pretrained_classifier(tiny_suite):
+    spec = resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"], seeds=[0])
+    pre = load_pretrained(spec)
+    from safetensors.torch import load_file
+    from ribench.pretrains.mini import weights_file
+
+    state = load_file(str(weights_file("mini-sup")))
+    assert torch.equal(pre.model.head.weight, state["head.weight"])
+    assert not pre.has_text_tower
+
+
+def test_clip_head_is_built_from_the_text_tower(clip_pretrained):
+    model = clip_pretrained.model
+    weights = model.zeroshot_weights()
+    assert torch.allclose(model.head.weight, weights)
+    norms = (weights / model.clip.logit_scale.exp()).norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
