@@ -38,6 +38,8 @@ class TrainSplit(_Split):
 class TestSplit(_Split):
     """Held-out data: evaluation only."""
 
+    __test__ = False   # not a pytest test class
+
 
 def holdout(split: TrainSplit, fraction: float, seed: int) -> tuple[TrainSplit, TrainSplit]:
     """Class-stratified split of a train split into (fit, validation) train splits."""

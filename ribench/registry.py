@@ -292,6 +292,10 @@ def include(path: str | Path) -> ModuleType:
     module_name = f"ribench_include_{resolved.stem}_{digest}"
     if module_name in sys.modules:  # importing twice would re-register new class objects
         return sys.modules[module_name]
+    for module in list(sys.modules.values()):  # already imported under its own name
+        origin = getattr(module, "__file__", None)
+        if origin and Path(origin).resolve() == resolved:
+            return module
     spec = importlib.util.spec_from_file_location(module_name, resolved)
     if spec is None or spec.loader is None:
         raise RibenchError(f"cannot include {file}: not an importable Python file")

@@ -63,7 +63,7 @@ def test_list_suites_and_pretrains(capsys):
     (["run", "--method", "ft", "--suite", "rib-mni"], "did you mean 'rib-mini'?"),
     (["run", "--method", "ft", "--pretrain", "mini-clp"], "did you mean 'mini-clip'?"),
     (["run", "--method", "ft", "--set", "lr=fast"], "bad value for lr: 'fast' is not a valid float"),
-    (["run", "--method", "ft", "--set", "lerning_rate=1"], "did you mean"),
+    (["run", "--method", "ft", "--set", "epoch=3"], "did you mean 'epochs'?"),
     (["run", "--method", "lp", "--set", "fit=sgd"], "choose one of protocol, lbfgs"),
     (["run", "--method", "ft", "--set", "epochs=0"], "bad value for epochs"),
     (["run", "--method", "ft", "--set", "epochs"], "expected key=value"),

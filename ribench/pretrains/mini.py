@@ -30,7 +30,7 @@ VIT_CONFIG = dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3,
 # Pretraining recipes (AdamW, warm-up then cosine). Chosen once, recorded here.
 RECIPES = {
     "mini-clip": dict(steps=2000, batch_size=128, lr=2e-3, weight_decay=0.1, warmup=150, seed=0),
-    "mini-sup": dict(steps=1500, batch_size=128, lr=2e-3, weight_decay=0.05, warmup=100, seed=0),
+    "mini-sup": dict(steps=2500, batch_size=128, lr=2e-3, weight_decay=0.05, warmup=100, seed=0),
 }
 
 

@@ -46,7 +46,7 @@ DATASETS = {
     "photo": (S.photo, "ImageNet-1K val", "the pretraining domain: shaded shapes on ramped backgrounds", ALL),
 }
 PRETRAIN_EVAL = "photo"
-SPLIT_SIZES = {"train": 60, "test": 100}     # images per class
+SPLIT_SIZES = {"train": 200, "test": 100}     # images per class
 CORPUS_SIZE = 50_000
 
 # Corpus mixture (style, caption noun phrase, share): broad like web data.
