@@ -9,6 +9,7 @@ Head-only: unlike ImageNet-RIB's reference code, the final norm, cls token and
 position embedding stay frozen.
 """
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ribench.method import Method
+from ribench.method import Method, ParamGroup
 from ribench.trainer import build_optimizer, position_labels, steps_per_epoch
-from ribench.method import ParamGroup
 
 
 class LinearProbe(Method):
     name = "lp"
     description = "linear probe: frozen backbone, head trained on cached features"
+    frozen_backbone = True     # evaluated through cached test features and the trained head
 
     @dataclass
     class Config:
@@ -32,8 +33,6 @@ class LinearProbe(Method):
         max_iter: int = 300       # L-BFGS variant only
 
     def fit(self, ctx):
-        import time
-
         t0 = time.perf_counter()
         features = torch.from_numpy(ctx.train_features()).to(ctx.device)
         t1 = time.perf_counter()

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
 from .data import TestSplit  # evaluation is for test splits; held-out train parts work too
+
+
+def autocast(device: str):
+    """bf16 mixed precision on CUDA (no loss scaling needed); plain float32 on CPU."""
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _masked_argmax(logits: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Suite-class index of the largest logit among the dataset's classes."""
+    return mask[logits[:, mask].argmax(1)].cpu().numpy()
 
 
 @torch.no_grad()
@@ -16,9 +30,9 @@ def predict(model, preprocess, split, batch_size: int = 500, device: str = "cpu"
     preds = []
     for images, _, _ in split.batches(batch_size):
         x = preprocess(torch.from_numpy(images).to(device))
-        with torch.autocast("cuda", enabled=device.startswith("cuda")):
+        with autocast(device):
             logits = model(x).float()
-        preds.append(mask[logits[:, mask].argmax(1)].cpu().numpy())
+        preds.append(_masked_argmax(logits, mask))
     return np.concatenate(preds)
 
 
@@ -26,12 +40,27 @@ def accuracy(model, preprocess, split: TestSplit, batch_size: int = 500, device:
     return float((predict(model, preprocess, split, batch_size, device) == split.labels).mean())
 
 
-def evaluate_all(model, preprocess, suite, batch_size: int = 500, device: str = "cpu"):
-    """Accuracy on every test split of the suite, and per-group details (e.g. per corruption)."""
+@torch.no_grad()
+def predict_from_features(head, features: np.ndarray, split, device: str = "cpu") -> np.ndarray:
+    """Like `predict`, for a model whose frozen backbone gave `features` (a trained probe)."""
+    mask = torch.as_tensor(split.class_mask, device=device)
+    return _masked_argmax(head(torch.from_numpy(features).to(device)).float(), mask)
+
+
+def evaluate_all(model, preprocess, suite, batch_size: int = 500, device: str = "cpu", test_features=None):
+    """Accuracy on every test split of the suite, and per-group details (e.g. per corruption).
+
+    With `test_features` (dataset -> cached features of the frozen backbone), only
+    the model's head is applied: for methods that leave the backbone untouched.
+    """
     accuracies, details = {}, {}
     for name in suite.evaluated:
         split = suite.test_split(name)
-        correct = predict(model, preprocess, split, batch_size, device) == split.labels
+        if test_features is not None:
+            predicted = predict_from_features(model.head, test_features(name), split, device)
+        else:
+            predicted = predict(model, preprocess, split, batch_size, device)
+        correct = predicted == split.labels
         accuracies[name] = float(correct.mean())
         for key, groups in split.details.items():
             details.setdefault(name, {})[key] = {

@@ -76,6 +76,10 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    # What the runner may rely on:
+    uses_pretrained_eval: ClassVar[bool] = False   # trains nothing: its accuracies are A_pre
+    frozen_backbone: ClassVar[bool] = False        # backbone untouched: evaluate via cached features
+    requires_text_tower: ClassVar[bool] = False    # refuse pretrains without one, before any work
 
     @dataclass
     class Config:

@@ -97,7 +97,7 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         datasets = suite_obj.downstream
     if not seeds:
         raise ConfigError("no seeds given")
-    if getattr(method_cls, "requires_text_tower", False) and not preset.has_text_tower:
+    if method_cls.requires_text_tower and not preset.has_text_tower:
         raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
@@ -160,11 +160,16 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict) -> Cel
     method = spec.method_cls(spec.method_config)
     timings = method.fit(ctx)
     t_eval = time.perf_counter()
-    if getattr(spec.method_cls, "uses_pretrained_eval", False):
+    if spec.method_cls.uses_pretrained_eval:
         accuracies, details = dict(pretrained_acc), {}
     else:
+        test_features = None
+        if spec.method_cls.frozen_backbone:
+            def test_features(name):
+                return cached_features(pretrained, spec.suite.test_split(name), "test",
+                                       spec.protocol.eval_batch_size, spec.device)
         accuracies, details = evaluate_all(model, pretrained.preprocess, spec.suite,
-                                           spec.protocol.eval_batch_size, spec.device)
+                                           spec.protocol.eval_batch_size, spec.device, test_features)
     timings["eval_s"] = time.perf_counter() - t_eval
     timings["total_s"] = time.perf_counter() - start
     return CellRecord(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
 import numpy as np
 import torch
 
+from .evaluate import autocast
 from .method import Batch, FitContext
 
 
@@ -29,12 +29,6 @@ def position_labels(labels: np.ndarray, class_mask: np.ndarray) -> np.ndarray:
     lookup = np.full(int(class_mask.max()) + 1, -1)
     lookup[class_mask] = np.arange(len(class_mask))
     return lookup[labels]
-
-
-def autocast(device: str):
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -7,6 +7,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+# Registers suite 'rib-tiny' once; tests that pass `--include tests/tiny_suite.py`
+# then reuse this module instead of registering the suite a second time.
+import tiny_suite  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads_and_cache(tmp_path_factory):
@@ -20,6 +24,4 @@ def _threads_and_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_suite():
-    import tiny_suite
-
-    return tiny_suite.build()
+    return sys.modules["tiny_suite"].build()

@@ -1,7 +1,5 @@
 """Trainer, methods zeroshot/ft/lp, runner and store working together on real mini models."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -9,7 +7,7 @@ import torch
 from ribench.data import TestSplit, TrainSplit, holdout
 from ribench.method import FitContext
 from ribench.protocol import Protocol
-from ribench.runner import execute, load_pretrained, resolve, run_cell
+from ribench.runner import execute, load_pretrained, resolve
 from ribench.store import Store
 
 
@@ -27,19 +25,6 @@ def clip_pretrained(clip_spec):
 
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _fit(spec, pretrained, method="ft", seed=0, dataset="sketch", overrides=()):
-    spec = resolve(method, "rib-tiny", spec.preset.name, datasets=[dataset], seeds=[seed], overrides=overrides)
-    import copy
-    from ribench.runner import plan
-
-    cell = plan(spec, pretrained)[0]
-    model_holder = {}
-    original = copy.deepcopy
-
-    record = run_cell(spec, pretrained, cell, {n: 0.0 for n in spec.suite.evaluated})
-    return record
 
 
 def _train_model(spec, pretrained, method_name, seed=0, overrides=()):
@@ -169,3 +154,16 @@ def test_clip_head_is_built_from_the_text_tower(clip_pretrained):
     assert torch.allclose(model.head.weight, weights)
     norms = (weights / model.clip.logit_scale.exp()).norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_lp_evaluated_on_cached_features_equals_full_forward(clip_spec, clip_pretrained):
+    from ribench.evaluate import evaluate_all
+    from ribench.features import cached_features
+
+    model, _ = _train_model(clip_spec, clip_pretrained, "lp")
+    suite = clip_spec.suite
+    full, _ = evaluate_all(model, clip_pretrained.preprocess, suite, batch_size=500)
+    via_features, _ = evaluate_all(model, clip_pretrained.preprocess, suite, batch_size=500,
+                                   test_features=lambda n: cached_features(clip_pretrained,
+                                                                           suite.test_split(n), "test"))
+    assert via_features == full

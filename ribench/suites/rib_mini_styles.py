@@ -14,6 +14,13 @@ import numpy as np
 from . import rib_mini_render as R
 
 
+def _shape_frame(rng, labels, radius=(7.0, 11.0)):
+    """One shape per image: count, shape-frame coordinates u, v and the class masks."""
+    n = len(labels)
+    u, v = R.local_uv(R.geometry(rng, n, radius))
+    return n, u, v, R.shape_masks(labels, u, v)
+
+
 def _scene(rng, n, pairs, gradient_amp):
     """Background canvas and foreground colours from contrast-checked palette pairs."""
     pick = pairs[rng.integers(0, len(pairs), n)]
@@ -33,10 +40,7 @@ def _shade(rng, colors, u, v, strength):
 
 def photo(rng, labels, *, radius=(7.0, 11.0), pairs=None, blob_p=0.3, gradient_amp=40.0, noise=6):
     """The pretraining domain: a shaded shape on a ramped background, a little clutter."""
-    n = len(labels)
-    geom = R.geometry(rng, n, radius)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels, radius)
     canvas, fg, fg_index = _scene(rng, n, R.CLEAR_PAIRS if pairs is None else pairs, gradient_amp)
     for blob, color in R.distractor_blobs(rng, n, 1):
         show = rng.random(n) < blob_p
@@ -64,10 +68,7 @@ def _gray_u8(images):
 
 def line_art(rng, labels):
     """Corpus: a clean coloured outline on a plain light background."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     ink_index = R.SATURATED[rng.integers(0, len(R.SATURATED), n)]
     canvas = R.solid(np.full((n, 3), 235, np.float32) + rng.uniform(-15, 15, (n, 1)).astype(np.float32))
     canvas = R.paint(canvas, R.outline(mask, 3), R.jittered_colors(rng, ink_index))
@@ -76,20 +77,14 @@ def line_art(rng, labels):
 
 def flat(rng, labels):
     """Corpus: a flat colour shape on a flat background, no shading."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     canvas, fg, fg_index = _scene(rng, n, R.CLEAR_PAIRS, 0.0)
     return R.downsample(R.paint(canvas, mask, fg)), fg_index
 
 
 def patterned(rng, labels):
     """Corpus: a striped shape on a plain background."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     canvas, fg, fg_index = _scene(rng, n, R.CLEAR_PAIRS, 20.0)
     direction = np.stack([np.ones(n, np.float32), np.zeros(n, np.float32)], 1)
     fill = R.stripes(u, v, 0.35, direction)
@@ -100,10 +95,7 @@ def patterned(rng, labels):
 
 def sketch(rng, labels):
     """IN-Sketch-like: grey pencil outlines, doubled and broken, on paper."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     paper = rng.uniform(215, 250, (n, 1)).astype(np.float32)
     canvas = R.solid(np.repeat(paper, 3, axis=1)) + R.gradient(rng, n, 20.0)
     stroke = R.outline(mask, 2)
@@ -120,10 +112,7 @@ def sketch(rng, labels):
 
 def cartoon(rng, labels):
     """IN-Cartoon-like: flat bright shape, thick black outline, two-tone scene, eyes."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     fg_index = R.SATURATED[rng.integers(0, len(R.SATURATED), n)]
     sky = R.jittered_colors(rng, rng.integers(0, len(R.PALETTE), n), 30.0) * 0.5 + 127
     ground = R.jittered_colors(rng, rng.integers(0, len(R.PALETTE), n), 30.0) * 0.5 + 100
@@ -139,10 +128,7 @@ def cartoon(rng, labels):
 
 def drawing(rng, labels):
     """IN-Drawing-like: coloured-ink hatching inside a thin outline, on beige paper."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     ink_index = np.array([2, 9, 0, 1, 5])[rng.integers(0, 5, n)]
     ink = R.jittered_colors(rng, ink_index, 25.0)
     paper = np.array([235, 222, 195], np.float32) + rng.uniform(-15, 15, (n, 3)).astype(np.float32)
@@ -195,10 +181,7 @@ def corrupt(rng, labels):
 
 def hard(rng, labels):
     """IN-A-like: small, low-contrast shapes in clutter, often crossed by a bar."""
-    n = len(labels)
-    geom = R.geometry(rng, n, radius=(5.0, 7.5))
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels, radius=(5.0, 7.5))
     canvas, fg, fg_index = _scene(rng, n, R.FAINT_PAIRS, 80.0)
     for blob, color in R.distractor_blobs(rng, n, 4, radius=(1.5, 4.0)):
         canvas = R.paint(canvas, blob, color)
@@ -210,10 +193,7 @@ def hard(rng, labels):
 
 def rendition(rng, labels):
     """IN-R-like: renditions with textures: checkered or dotted fills, inverted silhouettes."""
-    n = len(labels)
-    geom = R.geometry(rng, n)
-    u, v = R.local_uv(geom)
-    mask = R.shape_masks(labels, u, v)
+    n, u, v, mask = _shape_frame(rng, labels)
     canvas, fg, fg_index = _scene(rng, n, R.CLEAR_PAIRS, 30.0)
     second = R.jittered_colors(rng, rng.integers(0, len(R.PALETTE), n))
     bg_texture = R.checker(3.0) & (rng.random((n, 1, 1)) < 0.5)
