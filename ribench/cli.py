@@ -21,7 +21,7 @@ def _seeds(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got '{value}'") from None
 
 
-def _add_common(p, method=False):
+def _add_common(p):
     p.add_argument("--suite", default="rib-mini", help="suite name (default: rib-mini)")
     p.add_argument("--pretrain", default="mini-clip", help="pretrain preset (default: mini-clip)")
     p.add_argument("--store", default=None, help="results database (default: $RIBENCH_STORE or "
@@ -149,7 +149,7 @@ def _cmd_generate(args) -> int:
         suite.train_split(name)
         suite.test_split(name)
     suite.corpus()
-    print(f"rib-mini generated and cached under {suite._root()}")
+    print(f"rib-mini generated and cached under {suite.cache_root()}")
     return 0
 
 

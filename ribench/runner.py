@@ -14,7 +14,7 @@ import functools
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,7 +53,6 @@ class RunSpec:
     device: str = "cpu"
     weights: str | None = None
     label: str = ""
-    cells: list = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,7 +196,6 @@ def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True,
     pretrained = pretrained or load_pretrained(spec)
     pre_acc = pretrained_evaluation(spec, pretrained, store)
     cells = plan(spec, pretrained)
-    spec.cells = cells
     pending = [c for c in cells if not _done(store, c.key)]
     if len(pending) < len(cells):
         log(f"{len(cells) - len(pending)} of {len(cells)} cells already in the store; skipping them")

@@ -143,7 +143,7 @@ def _atomic_save(path: Path, **arrays) -> None:
 class RibMini(Suite):
     """rib-mini with on-disk caching and manifest checks."""
 
-    def _root(self) -> Path:
+    def cache_root(self) -> Path:
         return cache_dir() / "rib-mini" / f"v{GENERATOR_VERSION}"
 
     def manifest(self, dataset: str) -> dict:
@@ -158,7 +158,7 @@ class RibMini(Suite):
             return self._cache[key]
         info = self.info(dataset)
         expected = self.manifest(dataset)["splits"][split]["sha256"]
-        path = self._root() / f"{dataset}-{split}.npz"
+        path = self.cache_root() / f"{dataset}-{split}.npz"
         arrays = None
         if path.exists():
             with np.load(path) as f:
@@ -188,7 +188,7 @@ class RibMini(Suite):
 
     def corpus(self):
         """(images, labels, captions) of the pretraining corpus, cached."""
-        path = self._root() / "corpus.npz"
+        path = self.cache_root() / "corpus.npz"
         if path.exists():
             with np.load(path) as f:
                 return f["images"], f["labels"], [str(c) for c in f["captions"]]
