@@ -167,3 +167,23 @@ def test_kill_9_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
     ref = subprocess.run([sys.executable, "-m", "ribench", "results", "--include", TINY, "--suite", "rib-tiny",
                           "--format", "json", "--store", clean], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout == ref.stdout
+
+
+def test_pretrain_command_writes_weights_and_a_card_that_load_back(capsys, tmp_path):
+    """`ribench pretrain` (a 2-step run) writes safetensors + card; the preset loads them."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ribench.pretrains.base import sha256_file
+    from ribench.pretrains.mini import build_mini_sup
+    from ribench.suites import rib_mini
+
+    out = tmp_path / "w.safetensors"
+    code, _, err = run_cli(capsys, "pretrain", "mini-sup", "--steps", "2", "--out", str(out))
+    assert code == 0, err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["sha256"] == sha256_file(out) and card["recipe"]["steps"] == 2
+    assert set(card["test_accuracy"]) == set(rib_mini.DATASETS)
+    pre = build_mini_sup(rib_mini.build(), out)
+    assert pre.weights_sha256 == card["sha256"]
+    assert torch.equal(pre.model.head.weight, load_file(str(out))["head.weight"])

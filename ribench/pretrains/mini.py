@@ -235,8 +235,10 @@ def describe(name: str, suite, weights: Path | None = None, device: str = "cpu")
 
     builder = build_mini_clip if name == "mini-clip" else build_mini_sup
     pre = builder(suite, weights)
+    _, meta, _ = _load_state(name, weights)
+    recipe = json.loads(meta["recipe"]) if "recipe" in meta else RECIPES[name]   # as trained
     accuracies, _ = evaluate_all(pre.model, pre.preprocess, suite, device=device)
-    return {"pretrain": name, "sha256": pre.weights_sha256, "recipe": RECIPES[name],
+    return {"pretrain": name, "sha256": pre.weights_sha256, "recipe": recipe,
             "config": CLIP_CONFIG if name == "mini-clip" else VIT_CONFIG,
             "parameters": sum(p.numel() for p in pre.model.parameters()),
             "test_accuracy": accuracies}
