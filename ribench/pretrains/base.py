@@ -117,7 +117,7 @@ class Pretrained:
     preprocess: Callable[[torch.Tensor], torch.Tensor]   # uint8 (n,H,W,3) -> float (n,3,H,W)
     weights_sha256: str
     has_text_tower: bool
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)              # e.g. the weight file's metadata
 
 
 def normalizer(mean, std):

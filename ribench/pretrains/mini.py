@@ -119,7 +119,7 @@ def build_mini_clip(suite, weights: str | Path | None = None) -> Pretrained:
     clip = new_clip(tokenizer)
     clip.load_state_dict(state)
     model = ClipClassifier(clip, tokenizer, suite.class_names, suite.templates)
-    return Pretrained("mini-clip", model, normalizer(CLIP_MEAN, CLIP_STD), digest, True)
+    return Pretrained("mini-clip", model, normalizer(CLIP_MEAN, CLIP_STD), digest, True, info=meta)
 
 
 def build_mini_sup(suite, weights: str | Path | None = None) -> Pretrained:
@@ -129,7 +129,8 @@ def build_mini_sup(suite, weights: str | Path | None = None) -> Pretrained:
     vit = new_vit(len(CLASS_NAMES))
     vit.load_state_dict(state)
     index = [CLASS_NAMES.index(c) for c in suite.class_names]
-    return Pretrained("mini-sup", TimmClassifier(vit, index), normalizer((0.5,) * 3, (0.5,) * 3), digest, False)
+    return Pretrained("mini-sup", TimmClassifier(vit, index), normalizer((0.5,) * 3, (0.5,) * 3), digest, False,
+                      info=meta)
 
 
 # ------------------------------------------------------------------ pretraining
@@ -235,8 +236,7 @@ def describe(name: str, suite, weights: Path | None = None, device: str = "cpu")
 
     builder = build_mini_clip if name == "mini-clip" else build_mini_sup
     pre = builder(suite, weights)
-    _, meta, _ = _load_state(name, weights)
-    recipe = json.loads(meta["recipe"]) if "recipe" in meta else RECIPES[name]   # as trained
+    recipe = json.loads(pre.info["recipe"]) if "recipe" in pre.info else RECIPES[name]   # as trained
     accuracies, _ = evaluate_all(pre.model, pre.preprocess, suite, device=device)
     return {"pretrain": name, "sha256": pre.weights_sha256, "recipe": recipe,
             "config": CLIP_CONFIG if name == "mini-clip" else VIT_CONFIG,
