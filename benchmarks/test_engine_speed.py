@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ribench.evaluate import evaluate_all
-from ribench.method import Batch, FitContext
+from ribench.method import FitContext
 from ribench.runner import load_pretrained, resolve
-from ribench.trainer import build_optimizer, position_labels
+from ribench.trainer import position_labels, start_training, training_step
 
 
 @pytest.fixture(scope="module", params=["mini-clip", "mini-sup"])
@@ -26,16 +26,13 @@ def test_ft_training_step(benchmark, setup):
     split = spec.suite.train_split("sketch")
     method = spec.method_cls(spec.method_config)
     ctx = FitContext(model, pretrained.model, split, split, pretrained.preprocess, spec.protocol, 0)
-    optimizer = build_optimizer(spec.protocol, method.param_groups(ctx))
+    optimizer = start_training(method, ctx)
     images = torch.from_numpy(split.images[: spec.protocol.batch_size])
     labels = torch.from_numpy(position_labels(split.labels[: spec.protocol.batch_size], split.class_mask))
+    mask = torch.as_tensor(split.class_mask)
 
-    def step():
-        x = pretrained.preprocess(images)
-        loss = method.compute_loss(ctx, Batch(x, labels, model(x)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step():   # preprocessing included, as in the trainer
+        training_step(method, ctx, optimizer, pretrained.preprocess(images), labels, mask)
 
     benchmark.extra_info["batch_size"] = spec.protocol.batch_size
     benchmark.pedantic(step, rounds=10, warmup_rounds=2)

@@ -25,6 +25,7 @@ class LinearProbe(Method):
     name = "lp"
     description = "linear probe: frozen backbone, head trained on cached features"
     frozen_backbone = True     # evaluated through cached test features and the trained head
+    composable = False         # trains on cached features, outside the loop
 
     @dataclass
     class Config:

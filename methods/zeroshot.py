@@ -14,6 +14,7 @@ class ZeroShot(Method):
     name = "zeroshot"
     description = "no training: the pretrained model and its (zero-shot or restricted) head"
     uses_pretrained_eval = True     # its accuracies are the pretrained evaluation
+    composable = False
 
     @dataclass
     class Config:

@@ -14,6 +14,24 @@ METHODS.register("ft", "ribench.methods.ft:FineTune", aliases=["finetune", "full
                  description="full fine-tuning: all image-classifier weights, cross-entropy")
 METHODS.register("lp", "ribench.methods.lp:LinearProbe", aliases=["linear-probe", "linear"],
                  description="linear probe: frozen backbone, head trained on cached features")
+METHODS.register("vpt", "ribench.methods.vpt:VisualPrompt", aliases=["visual-prompt", "vp"],
+                 description="visual prompt (pad prompter, Bahng et al.): a learnable input border, model frozen")
+METHODS.register("lora", "ribench.methods.lora:LoRA",
+                 description="LoRA rank 8 on the q and v projections, everything else frozen; merged after")
+METHODS.register("l2sp", "ribench.methods.l2sp:L2SP", aliases=["l2-sp"],
+                 description="L2-SP: cross-entropy + (λ/2)·‖θ − θ0‖² over the backbone (regularizer)")
+METHODS.register("ewc", "ribench.methods.ewc:EWC",
+                 description="EWC: cross-entropy + (λ/2)·Σ F(θ − θ0)², empirical Fisher at θ0 (regularizer)")
+METHODS.register("lwf", "ribench.methods.lwf:LwF", aliases=["learning-without-forgetting"],
+                 description="LwF: cross-entropy + α·KL to the pretrained model's logits at T=2 (regularizer)")
+METHODS.register("lpft", "ribench.methods.lpft:LPFT", aliases=["lp-ft"],
+                 description="LP-FT: ft starting from the stored converged linear probe (lp[fit=lbfgs])")
+METHODS.register("wiseft", "ribench.methods.wiseft:WiSEFT", aliases=["wise-ft", "wise"],
+                 description="WiSE-FT: (1 − α)·θ0 + α·θ_ft from the stored ft cell; no training")
+METHODS.register("soup", "ribench.methods.soup:Soup", aliases=["model-soup", "ms"],
+                 description="uniform model soup of pretrained, ft, ewc, lwf weights; no training")
+METHODS.register("flyp", "ribench.methods.flyp:FLYP",
+                 description="FLYP: contrastive fine-tuning of both CLIP towers; zero-shot head rebuilt")
 
 SUITES.register("rib-mini", "ribench.suites.rib_mini:build", aliases=["mini", "ribmini"],
                 description="generated 32px shapes: a captioned corpus and 7 style-shifted downstream datasets")

@@ -15,6 +15,7 @@ methods that do not use the loop (zero-shot, a probe on cached features).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -40,6 +41,9 @@ class FitContext:
     device: str = "cpu"
     train_features: Callable[[], np.ndarray] | None = None   # cached penultimate features of `train`
     has_text_tower: bool = False
+    class_names: tuple = ()                                   # the suite's label space (text prompts)
+    templates: tuple = ()                                     # the suite's prompt templates
+    ingredients: dict = field(default_factory=dict)           # method spec -> changed tensors of its cell
     state: dict = field(default_factory=dict)                 # scratch space for hooks
     step: int = 0
     total_steps: int = 0
@@ -56,11 +60,21 @@ class FitContext:
         return self.state["_rng"]
 
 
-@dataclass
 class Batch:
-    images: torch.Tensor     # preprocessed
-    labels: torch.Tensor     # positions within the split's class mask
-    logits: torch.Tensor     # restricted to the split's class mask
+    """One training batch. `logits` (restricted to the split's class mask) are computed
+    on first use, so a method with its own forward (FLYP) pays for no unused one."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_mask: torch.Tensor,
+                 model: torch.nn.Module, indices=None):
+        self.images = images          # preprocessed
+        self.labels = labels          # positions within the split's class mask
+        self.class_mask = class_mask  # suite class indices of the split
+        self.indices = indices        # rows of the train split in this batch
+        self._model = model
+
+    @functools.cached_property
+    def logits(self) -> torch.Tensor:
+        return self._model(self.images)[:, self.class_mask].float()
 
 
 @dataclass
@@ -80,6 +94,7 @@ class Method:
     uses_pretrained_eval: ClassVar[bool] = False   # trains nothing: its accuracies are A_pre
     frozen_backbone: ClassVar[bool] = False        # backbone untouched: evaluate via cached features
     requires_text_tower: ClassVar[bool] = False    # refuse pretrains without one, before any work
+    composable: ClassVar[bool] = True              # trains through the loop: regularizers may join it
 
     @dataclass
     class Config:
@@ -108,6 +123,13 @@ class Method:
     def finish(self, ctx: FitContext) -> None:
         """Post-process the trained model (e.g. merge adapters)."""
 
+    def ingredients(self) -> list[str]:
+        """Method specs (e.g. 'ft', 'lp[fit=lbfgs]') whose trained weights, from the cell
+        with the same suite, pretrain, protocol, dataset and seed, this method needs.
+        The runner runs them first, stores their weights and passes them in
+        `ctx.ingredients`. 'pretrained' names θ0 itself."""
+        return []
+
     # ---- driving ------------------------------------------------------------
     def fit(self, ctx: FitContext) -> dict:
         from .trainer import train
@@ -115,8 +137,18 @@ class Method:
         return train(self, ctx)
 
     @classmethod
+    def settings(cls, config: Any) -> dict:
+        """Hyperparameters as one flat dict (what labels, listings and records show)."""
+        return dataclasses.asdict(config)
+
+    @classmethod
     def defaults(cls) -> dict:
-        return dataclasses.asdict(cls.Config())
+        return cls.settings(cls.Config())
+
+    @classmethod
+    def setting_names(cls) -> set[str]:
+        """Keys `--set` may route to this method."""
+        return {f.name for f in dataclasses.fields(cls.Config)}
 
     @classmethod
     def configure(cls, overrides: dict[str, str]) -> Any:
@@ -189,10 +221,11 @@ def configure_protocol(protocol: Protocol, overrides: dict[str, str]) -> Protoco
 def split_overrides(pairs: list[str], method_cls: type[Method]) -> tuple[dict, dict]:
     """Route `--set key=value` pairs to the method or the protocol.
 
-    `method.key` / `protocol.key` force a side; a bare key goes to the method if
-    it has such a setting, else to the protocol.
+    `method.key` / `protocol.key` force a side; `part.key` (a combination's part)
+    goes to the method; a bare key goes to the method if it has such a setting,
+    else to the protocol.
     """
-    method_names = {f.name for f in dataclasses.fields(method_cls.Config)}
+    method_names = method_cls.setting_names()
     method, protocol = {}, {}
     for pair in pairs:
         if "=" not in pair:
@@ -203,8 +236,44 @@ def split_overrides(pairs: list[str], method_cls: type[Method]) -> tuple[dict, d
             method[key[7:]] = raw
         elif key.startswith("protocol."):
             protocol[key[9:]] = raw
-        elif key in method_names:
+        elif key in method_names or "." in key:     # 'lwf.alpha': a part of a combination
             method[key] = raw
         else:
             protocol[key] = raw
     return method, protocol
+
+
+class Regularizer(Method):
+    """A penalty that joins a base method by name (`ft+lwf`, `flyp+l2sp`).
+
+    Alone it is `ft` plus the penalty. Two ways to add it: `penalty` returns a
+    loss term (autograd, for penalties on outputs such as LwF), and
+    `after_backward` may add a closed-form gradient (for penalties on weights,
+    cheaper than a graph; `value` then gives the same penalty for tests and logs).
+    """
+
+    def penalty(self, ctx: FitContext, batch: Batch) -> torch.Tensor | None:
+        return None
+
+    def compute_loss(self, ctx: FitContext, batch: Batch) -> torch.Tensor:
+        loss = super().compute_loss(ctx, batch)
+        extra = self.penalty(ctx, batch)
+        return loss if extra is None else loss + extra
+
+
+def anchored_parameters(ctx: FitContext, backbone_only: bool = True):
+    """(names, trainable weights θ, their pretrained values θ0) for weight-space penalties.
+
+    Pairs are matched by name, so weights with no pretrained counterpart (adapters,
+    prompts) are not anchored.
+    """
+    model, frozen = ctx.model, dict(ctx.pretrained.named_parameters())
+    allowed = {id(p) for p in model.backbone_parameters()} if backbone_only else None
+    names, params, anchors = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name not in frozen or (allowed is not None and id(p) not in allowed):
+            continue
+        names.append(name)
+        params.append(p)
+        anchors.append(frozen[name].detach())
+    return names, params, anchors

@@ -21,11 +21,13 @@ import torch
 
 from . import __version__
 from .catalog import METHODS, PRETRAINS, SUITES
+from .compose import method_class, parse_spec
 from .errors import ConfigError, RibenchError
 from .evaluate import evaluate_all
 from .features import cached_features
 from .method import FitContext, configure_protocol, split_overrides
 from .store import CellRecord, Store, cell_key
+from .weights import changed_tensors
 
 
 @dataclass
@@ -69,7 +71,7 @@ def git_commit() -> str | None:
 def method_label(method_cls, config) -> str:
     """'ft', or 'lp[fit=lbfgs]' when hyperparameters differ from the defaults."""
     defaults = method_cls.defaults()
-    changed = {k: v for k, v in dataclasses.asdict(config).items() if defaults.get(k) != v}
+    changed = {k: v for k, v in method_cls.settings(config).items() if defaults.get(k) != v}
     if not changed:
         return method_cls.name
     return method_cls.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
@@ -80,11 +82,12 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError."""
     for path in includes:
         METHODS.include(path)
-    method_cls = METHODS.get(method)
+    method_name, inline = parse_spec(method)
+    method_cls = method_class(method_name)
     suite_obj = SUITES.get(suite)()
     preset = PRETRAINS.get(pretrain)
     method_over, protocol_over = split_overrides(list(overrides), method_cls)
-    config = method_cls.configure(method_over)
+    config = method_cls.configure({**inline, **method_over})
     protocol = configure_protocol(suite_obj.protocol, protocol_over)
     if datasets:
         for name in datasets:
@@ -102,7 +105,49 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
     spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights)
     spec.label = method_label(method_cls, config)
+    for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
+        ingredient_spec(spec, name)
     return spec
+
+
+def ingredient_specs(spec: RunSpec) -> list[str]:
+    return [n for n in spec.method_cls(spec.method_config).ingredients() if n != "pretrained"]
+
+
+def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
+    """The run whose cells a derived method of `spec` needs: same suite, pretrain, protocol."""
+    name, inline = parse_spec(method)
+    cls = method_class(name)
+    if cls.requires_text_tower and not spec.preset.has_text_tower:
+        raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
+                          f"pretrain '{spec.preset.name}' has none")
+    config = cls.configure(inline)
+    sub = dataclasses.replace(spec, method_cls=cls, method_config=config)
+    sub.label = method_label(cls, config)
+    if sub.label == spec.label:
+        raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
+    return sub
+
+
+@functools.lru_cache(maxsize=1)
+def _default_ingredient_labels() -> frozenset:
+    labels = set()
+    for name in METHODS.names():
+        try:
+            method = METHODS.get(name)()
+            for ingredient in method.ingredients():
+                if ingredient != "pretrained":
+                    ingredient_name, inline = parse_spec(ingredient)
+                    cls = method_class(ingredient_name)
+                    labels.add(method_label(cls, cls.configure(inline)))
+        except RibenchError:
+            continue
+    return frozenset(labels)
+
+
+def keeps_weights(spec: RunSpec) -> bool:
+    """Cells that a registered derived method needs by default store their weights."""
+    return spec.label in _default_ingredient_labels()
 
 
 def plan(spec: RunSpec, pretrained) -> list[Cell]:
@@ -110,7 +155,7 @@ def plan(spec: RunSpec, pretrained) -> list[Cell]:
     base = {
         "suite": spec.suite.name, "manifests": spec.suite.manifest_hash(),
         "pretrain": spec.preset.name, "weights_sha256": pretrained.weights_sha256,
-        "method": spec.method_cls.name, "config": dataclasses.asdict(spec.method_config),
+        "method": spec.method_cls.name, "config": spec.method_cls.settings(spec.method_config),
         "protocol": spec.protocol.as_dict(),
     }
     return [Cell(d, s, dict(base, dataset=d, seed=s)) for s in spec.seeds for d in spec.datasets]
@@ -139,8 +184,10 @@ def pretrained_evaluation(spec: RunSpec, pretrained, store: Store) -> dict:
     return accuracies
 
 
-def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict) -> CellRecord:
-    """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all."""
+def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingredients=None):
+    """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all.
+
+    Returns the record and the trained model."""
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
     model = copy.deepcopy(pretrained.model).to(spec.device)
@@ -155,9 +202,12 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict) -> Cel
         train_features=lambda: cached_features(pretrained, train_split, "train",
                                                spec.protocol.eval_batch_size, spec.device),
         has_text_tower=pretrained.has_text_tower,
+        class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
+        ingredients=dict(ingredients or {}),
     )
     method = spec.method_cls(spec.method_config)
     timings = method.fit(ctx)
+    model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
     t_eval = time.perf_counter()
     if spec.method_cls.uses_pretrained_eval:
         accuracies, details = dict(pretrained_acc), {}
@@ -171,7 +221,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict) -> Cel
                                            spec.protocol.eval_batch_size, spec.device, test_features)
     timings["eval_s"] = time.perf_counter() - t_eval
     timings["total_s"] = time.perf_counter() - start
-    return CellRecord(
+    return model, CellRecord(
         key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
         label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
         accuracies=accuracies, status="done", details=details, timings=timings,
@@ -184,6 +234,10 @@ def _done(store: Store, key: str) -> bool:
     return record is not None and record.status == "done"
 
 
+def _max_difference(a: dict, b: dict) -> float:
+    return max((abs(a[k] - b[k]) for k in a.keys() & b.keys()), default=0.0)
+
+
 def load_pretrained(spec: RunSpec):
     """Build the pretrained classifier (fails with the missing file's name before any work)."""
     pretrained = spec.preset.load(spec.suite, spec.weights)
@@ -191,14 +245,28 @@ def load_pretrained(spec: RunSpec):
     return pretrained
 
 
-def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print) -> dict:
-    """Run every planned cell not yet in the store; returns counts and the pretrained accuracies."""
+def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print,
+            keep_weights: bool | None = None) -> dict:
+    """Run every planned cell not yet in the store; returns counts and the pretrained accuracies.
+
+    A derived method's ingredients run first (only the cells still missing) and
+    keep their weights; its own cells then combine those weights.
+    """
     pretrained = pretrained or load_pretrained(spec)
     pre_acc = pretrained_evaluation(spec, pretrained, store)
+    needs = {}
+    for name in ingredient_specs(spec):
+        sub = ingredient_spec(spec, name)
+        execute(sub, store, pretrained, progress, log, keep_weights=True)
+        needs[name] = {(c.dataset, c.seed): c.key for c in plan(sub, pretrained)}
+    keep = keeps_weights(spec) if keep_weights is None else keep_weights
     cells = plan(spec, pretrained)
-    pending = [c for c in cells if not _done(store, c.key)]
+    pending = [c for c in cells if not _done(store, c.key) or (keep and not store.has_weights(c.key))]
+    refit = sum(1 for c in pending if _done(store, c.key))
     if len(pending) < len(cells):
-        log(f"{len(cells) - len(pending)} of {len(cells)} cells already in the store; skipping them")
+        log(f"{len(cells) - len(pending)} of {len(cells)} {spec.label} cells already in the store; skipping them")
+    if refit:
+        log(f"{refit} stored {spec.label} cell(s) have no saved weights; training them again to keep them")
     bar = None
     if progress and pending:
         from tqdm import tqdm
@@ -208,12 +276,22 @@ def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True,
         if bar is not None:
             bar.set_postfix_str(f"{cell.dataset} seed {cell.seed}")
         try:
-            record = run_cell(spec, pretrained, cell, pre_acc)
+            ingredients = {name: store.load_weights(keys[(cell.dataset, cell.seed)], spec.device)
+                           for name, keys in needs.items()}
+            model, record = run_cell(spec, pretrained, cell, pre_acc, ingredients)
         except RibenchError:
             raise
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             raise RibenchError(f"out of GPU memory in cell {cell.dataset}/seed {cell.seed}: {exc}") from exc
-        store.put(record)
+        if keep:
+            store.save_weights(cell.key, changed_tensors(model, pretrained.model))
+        stored = store.get(cell.key)
+        if stored is None or stored.status != "done":
+            store.put(record)
+        elif _max_difference(stored.accuracies, record.accuracies) > 0:
+            log(f"note: {spec.label} {cell.dataset}/seed {cell.seed} trained again for its weights differs "
+                f"from the stored cell by up to {_max_difference(stored.accuracies, record.accuracies):.2%}; "
+                "the stored accuracies are kept")
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -35,23 +35,41 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def train(method, ctx: FitContext) -> dict:
-    """Fine-tune ctx.model on ctx.train with the method's hooks; returns timings."""
-    t0 = time.perf_counter()
+def start_training(method, ctx: FitContext):
+    """Let the method prepare and choose its parameters; returns the optimizer over them."""
     method.prepare(ctx)
-    t_prepared = time.perf_counter()
-    protocol, split = ctx.protocol, ctx.train
     groups = method.param_groups(ctx)
     trainable = {id(p) for g in groups for p in g.params}
     for p in ctx.model.parameters():
         p.requires_grad_(id(p) in trainable)
-    optimizer = build_optimizer(protocol, groups)
+    ctx.model.train()
+    return build_optimizer(ctx.protocol, groups)
+
+
+def training_step(method, ctx: FitContext, optimizer, x, y, class_mask, indices=None) -> torch.Tensor:
+    """One optimizer step with the method's hooks around it."""
+    with autocast(ctx.device):
+        loss = method.compute_loss(ctx, Batch(x, y, class_mask, ctx.model, indices))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    method.after_backward(ctx)
+    optimizer.step()
+    method.after_step(ctx)
+    ctx.step += 1
+    return loss
+
+
+def train(method, ctx: FitContext) -> dict:
+    """Fine-tune ctx.model on ctx.train with the method's hooks; returns timings."""
+    t0 = time.perf_counter()
+    optimizer = start_training(method, ctx)
+    t_prepared = time.perf_counter()
+    protocol, split = ctx.protocol, ctx.train
     mask = torch.as_tensor(split.class_mask, device=ctx.device)
     targets = position_labels(split.labels, split.class_mask)
     per_epoch = steps_per_epoch(len(split), protocol.batch_size)
     ctx.total_steps = per_epoch * protocol.epochs
     order_rng = np.random.default_rng([ctx.seed, 1])
-    ctx.model.train()
     for epoch in range(protocol.epochs):
         for images, _, idx in split.batches(protocol.batch_size, order_rng.permutation(len(split))):
             factor = protocol.lr_factor(ctx.step, ctx.total_steps)
@@ -59,15 +77,7 @@ def train(method, ctx: FitContext) -> dict:
                 group["lr"] = protocol.lr * group["lr_scale"] * factor
             x = ctx.preprocess(torch.from_numpy(images).to(ctx.device))
             y = torch.from_numpy(targets[idx]).to(ctx.device)
-            with autocast(ctx.device):
-                logits = ctx.model(x)[:, mask].float()
-                loss = method.compute_loss(ctx, Batch(x, y, logits))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.after_backward(ctx)
-            optimizer.step()
-            method.after_step(ctx)
-            ctx.step += 1
+            training_step(method, ctx, optimizer, x, y, mask, idx)
     method.finish(ctx)
     ctx.model.eval()
     done = time.perf_counter()

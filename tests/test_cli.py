@@ -47,9 +47,11 @@ def tiny_run(*extra):
 def test_list_methods_shows_descriptions_and_defaults(capsys):
     code, out, _ = run_cli(capsys, "list", "methods")
     assert code == 0
-    for name in ("zeroshot", "ft", "lp"):
-        assert any(line.startswith(name) for line in out.splitlines())
-    assert '"fit": "protocol"' in out
+    for name in ("zeroshot", "ft", "lp", "lpft", "vpt", "lora", "l2sp", "ewc", "lwf", "wiseft", "soup", "flyp"):
+        assert any(line.startswith(name + " ") for line in out.splitlines())
+    for default in ('"fit": "protocol"', '"rank": 8, "alpha": 1.0', '"alpha": 1.0, "T": 2.0', '"lam": 0.01',
+                    '"alpha": 0.5, "base": "ft"', '"ingredients": "pretrained,ft,ewc,lwf"', '"prompt_size": 30'):
+        assert default in out
 
 
 def test_list_suites_and_pretrains(capsys):
@@ -72,6 +74,12 @@ def test_list_suites_and_pretrains(capsys):
     (["run", "--method", "ft", "--pretrain", "laion2b"], "run offline with '--pretrain mini-clip'"),
     (["run", "--method", "ft", "--include", "/nonexistent/m.py"], "/nonexistent/m.py"),
     (["results", "--pretrain", "mini-sup"], "no results"),
+    (["run", "--method", "flyp", "--pretrain", "mini-sup"], "needs a text tower; pretrain 'mini-sup' has none"),
+    (["run", "--method", "lp+lwf"], "regularizers cannot join it"),
+    (["run", "--method", "l2sp+ewc", "--set", "lam=1"], "'lam' is ambiguous"),
+    (["run", "--method", "wiseft", "--set", "alpha=2"], "must be in [0, 1]"),
+    (["run", "--method", "wiseft", "--set", "base=ftt"], "did you mean 'ft'?"),
+    (["run", "--method", "lp[fit=lbfgs"], "bad method"),
 ])
 def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, expected):
     store = tmp_path / "s.sqlite"

@@ -10,6 +10,8 @@ from ribench.protocol import Protocol
 from ribench.runner import execute, load_pretrained, resolve
 from ribench.store import Store
 
+from helpers import fit_method, state as _state
+
 
 @pytest.fixture(scope="module")
 def clip_spec(tiny_suite):
@@ -23,25 +25,8 @@ def clip_pretrained(clip_spec):
     return load_pretrained(clip_spec)
 
 
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def _train_model(spec, pretrained, method_name, seed=0, overrides=()):
-    import copy
-
-    spec = resolve(method_name, "rib-tiny", spec.preset.name, datasets=["sketch"], seeds=[seed],
-                   overrides=overrides)
-    model = copy.deepcopy(pretrained.model)
-    frozen = copy.deepcopy(pretrained.model)
-    split = spec.suite.train_split("sketch")
-    from ribench.features import cached_features
-
-    ctx = FitContext(model, frozen, split, spec.suite.train_split("photo"), pretrained.preprocess,
-                     spec.protocol, seed,
-                     train_features=lambda: cached_features(pretrained, split, "train"))
-    torch.manual_seed(seed)
-    spec.method_cls(spec.method_config).fit(ctx)
+    model, ctx, _ = fit_method(pretrained, method_name, overrides, seed)
     return model, ctx
 
 

@@ -41,6 +41,10 @@ class Classifier(nn.Module):
         head_ids = {id(p) for p in self.head.parameters()}
         return [p for p in self.parameters() if id(p) not in head_ids]
 
+    def image_backbone(self) -> nn.Module:
+        """The module holding the image encoder's blocks (where adapters go)."""
+        return self
+
 
 class ClipClassifier(Classifier):
     """open_clip CLIP image tower + a zero-shot head; the text tower rides along frozen.
@@ -69,6 +73,9 @@ class ClipClassifier(Classifier):
 
     def backbone_parameters(self):
         return list(self.clip.visual.parameters())
+
+    def image_backbone(self):
+        return self.clip.visual
 
     def features(self, x):
         return F.normalize(self.clip.encode_image(x), dim=-1)
@@ -106,6 +113,9 @@ class TimmClassifier(Classifier):
 
     def backbone_parameters(self):
         return list(self.vit.parameters())
+
+    def image_backbone(self):
+        return self.vit
 
 
 @dataclass
