@@ -348,8 +348,39 @@ def _as_csv(summary: Summary) -> str:
     return buffer.getvalue()
 
 
-def format_summary(summary: Summary, fmt: str = "table") -> str:
-    """Render a summary as table (terminal), markdown, csv or json."""
+_COMPARED = [("mRI", True), ("ID", False), ("ID_gain", True), ("forgetting", True)]
+
+
+def _comparison_tables(summary: Summary) -> tuple[list[list[str]], list[list[str]]]:
+    """Methods side by side: headline metrics with intervals, and mean RI per downstream dataset.
+
+    Rows are ordered by mean mRI, best first."""
+    overall = summary.overall.set_index(["label", "metric"])
+    mri = {label: overall.loc[(label, "mRI"), "mean"] for label in summary.labels}
+    order = sorted(summary.labels, key=lambda l: (math.isnan(mri[l]), -mri[l] if not math.isnan(mri[l]) else 0))
+    headline = [["method", *(m for m, _ in _COMPARED), "seeds"]]
+    for label in order:
+        cells = []
+        for metric, signed in _COMPARED:
+            row = overall.loc[(label, metric)]
+            cells.append(f"{_pct(row['mean'], signed)} ± {_pct(row['std'])} "
+                         f"[{_pct(row['ci_low'], signed)}, {_pct(row['ci_high'], signed)}]")
+        row = overall.loc[(label, "mRI")]
+        cells.append(f"{int(row['n_seeds'])}" + ("" if bool(row["complete"]) else " (incomplete)"))
+        headline.append([label, *cells])
+    ri = summary.ri.set_index(["label", "dataset"])
+    per_dataset = [["method", *summary.downstream, "mRI"]]
+    for label in order:
+        per_dataset.append([label, *(_pct(ri.loc[(label, d), "mean"], True) for d in summary.downstream),
+                            _pct(mri[label], True)])
+    return headline, per_dataset
+
+
+def format_summary(summary: Summary, fmt: str = "table", compare_only: bool = False) -> str:
+    """Render a summary as table (terminal), markdown, csv or json.
+
+    With several methods, table and markdown start with them side by side;
+    `compare_only` shows just that."""
     if fmt == "json":
         return _as_json(summary)
     if fmt == "csv":
@@ -362,7 +393,14 @@ def format_summary(summary: Summary, fmt: str = "table") -> str:
         f"Accuracies in %, trained on the row's dataset, evaluated on the column's; "
         f"RI excludes the trained dataset and {summary.pretrain_eval}; CI = 95% bootstrap over seeds."
     )
-    for label in summary.labels:
+    if len(summary.labels) > 1 or compare_only:
+        headline, per_dataset = _comparison_tables(summary)
+        title = "== methods side by side ==" if fmt == "table" else "### Methods side by side"
+        blocks.append("\n\n".join([
+            title,
+            "Mean ± std [95% CI] over seeds, percentage points; best mRI first\n" + render(headline, True),
+            "Mean RI per downstream dataset\n" + render(per_dataset, True)]))
+    for label in ([] if compare_only else summary.labels):
         matrix_table, ri_table, overall_table = _label_tables(summary, label)
         title = f"== {label} ==" if fmt == "table" else f"### {label}"
         blocks.append(

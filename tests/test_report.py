@@ -224,3 +224,19 @@ def test_empty_summary_formats():
     assert format_summary(summary, "table") == "no results to report\n"
     assert json.loads(format_summary(summary, "json"))["labels"] == {}
     assert pd.read_csv(io.StringIO(format_summary(summary, "csv"))).empty
+
+
+def test_methods_side_by_side_best_mri_first():
+    worse = {s: {t: {k: v - 0.1 for k, v in accs.items()} for t, accs in ACC[s].items()} for s in ACC}
+    other = [make_cell("lwf", t, s, worse[s][t]) for s in (0, 1) for t in DOWNSTREAM]
+    summary = summarize(toy_cells() + other, A_PRE, DOWNSTREAM, PRE)
+    table = format_summary(summary, "table", compare_only=True)
+    assert "== ft ==" not in table                      # only the comparison
+    rows = [line for line in table.splitlines() if line.startswith(("ft ", "lwf "))]
+    assert [r.split()[0] for r in rows] == ["ft", "lwf", "ft", "lwf"]   # headline, then per-dataset RI
+    # ft: mRI +0.5 ± 0.9 [-0.2, +1.2]; lwf is every accuracy 10 points lower -> mRI 0.5 - 10 = -9.5
+    assert "+0.5 ± 0.9 [-0.2, +1.2]" in rows[0] and rows[0].rstrip().endswith("2")
+    assert "-9.5 ± 0.9" in rows[1]
+    assert rows[2].split()[1:] == ["-2.5", "+1.5", "+2.5", "+0.5"]     # mean RI per dataset, then mRI
+    full = format_summary(summary, "markdown")
+    assert full.index("### Methods side by side") < full.index("### ft")
