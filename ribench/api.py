@@ -9,11 +9,12 @@ from .store import Store, default_store_path
 
 
 def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
-        overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print):
+        overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print,
+        data_root=None):
     """Run (or resume) the cells of one method; returns the run's counts."""
     from .runner import execute, load_pretrained, resolve
 
-    spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes)
+    spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root)
     pretrained = load_pretrained(spec)
     with Store(store or default_store_path()) as db:
         return execute(spec, db, pretrained, progress=progress, log=log)

@@ -35,6 +35,9 @@ METHODS.register("flyp", "ribench.methods.flyp:FLYP",
 
 SUITES.register("rib-mini", "ribench.suites.rib_mini:build", aliases=["mini", "ribmini"],
                 description="generated 32px shapes: a captioned corpus and 7 style-shifted downstream datasets")
+SUITES.register("imagenet-rib", "ribench.suites.imagenet_rib:build", aliases=["imagenetrib"],
+                description="ImageNet-V2, -A, -R, -Sketch, ObjectNet, -Cartoon, -Drawing, -C; ImageNet val as "
+                            "pretraining domain (read from --data-root)")
 
 PRETRAINS.register("mini-clip", "ribench.pretrains.presets:MINI_CLIP", aliases=["miniclip"],
                    description="tiny open_clip CLIP (ViT 4x96, patch 4) pretrained contrastively on rib-mini",
@@ -42,6 +45,18 @@ PRETRAINS.register("mini-clip", "ribench.pretrains.presets:MINI_CLIP", aliases=[
 PRETRAINS.register("mini-sup", "ribench.pretrains.presets:MINI_SUP", aliases=["minisup"],
                    description="tiny timm ViT (4x96, patch 4) pretrained supervised on rib-mini",
                    defaults={"suite": "rib-mini", "head": "pretrained classifier"})
-PRETRAINS.register("laion2b", "ribench.pretrains.presets:LAION2B", aliases=["laion"],
+PRETRAINS.register("laion2b", "ribench.pretrains.real:LAION2B", aliases=["laion"],
                    description="open_clip ViT-B/16 laion2b_s34b_b88k, zero-shot head (local weights file)",
                    defaults={"weights": "open_clip_pytorch_model.bin"})
+PRETRAINS.register("openai", "ribench.pretrains.real:OPENAI", aliases=["clip-openai"],
+                   description="open_clip ViT-B/16 OpenAI CLIP (QuickGELU), zero-shot head (local weights file)",
+                   defaults={"weights": "open_clip_pytorch_model.bin"})
+for _name, _attr, _model in (
+        ("laion2b-in1k", "LAION2B_IN1K", "vit_base_patch16_clip_224.laion2b_ft_in1k"),
+        ("openai-in1k", "OPENAI_IN1K", "vit_base_patch16_clip_224.openai_ft_in1k"),
+        ("in1k-augreg", "IN1K_AUGREG", "vit_base_patch16_224.augreg_in1k"),
+        ("in21k", "IN21K", "vit_base_patch16_224.orig_in21k_ft_in1k"),
+        ("in21k-augreg", "IN21K_AUGREG", "vit_base_patch16_224.augreg_in21k_ft_in1k")):
+    PRETRAINS.register(_name, f"ribench.pretrains.real:{_attr}",
+                       description=f"timm {_model}, its ImageNet-1K head (local weights file)",
+                       defaults={"weights": "model.safetensors", "suite": "imagenet-rib"})

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .images import ImageFiles
+
 
 @dataclass(frozen=True, eq=False)
 class _Split:
     dataset: str
-    images: np.ndarray          # (n, H, W, 3) uint8
+    images: np.ndarray | ImageFiles  # (n, H, W, 3) uint8, in memory or decoded from files per batch
     labels: np.ndarray          # (n,) int64, indices into the suite's label space
     class_mask: np.ndarray      # suite class indices this dataset uses
     details: dict = field(default_factory=dict)  # per-sample metadata arrays
@@ -26,9 +28,24 @@ class _Split:
     def batches(self, batch_size: int, order: np.ndarray | None = None):
         """Yield (uint8 images, labels, indices) in `order` (default: as stored)."""
         order = np.arange(len(self)) if order is None else order
+        if isinstance(self.images, ImageFiles):   # decode the next batch while this one is used
+            for idx, images in self.images.prefetched(order, batch_size):
+                yield images, self.labels[idx], idx
+            return
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             yield self.images[idx], self.labels[idx], idx
+
+    def content_digest(self) -> str:
+        """Identifies the images and labels, for caches: pixels in memory, file identities on disk."""
+        import hashlib
+
+        if isinstance(self.images, ImageFiles):
+            h = hashlib.sha256(self.images.digest().encode())
+        else:
+            h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        return h.hexdigest()
 
 
 class TrainSplit(_Split):
@@ -54,6 +71,7 @@ def holdout(split: TrainSplit, fraction: float, seed: int) -> tuple[TrainSplit, 
 
     def take(idx):
         details = {k: v[idx] for k, v in split.details.items()}
-        return TrainSplit(split.dataset, split.images[idx], split.labels[idx], split.class_mask, details)
+        images = split.images.subset(idx) if isinstance(split.images, ImageFiles) else split.images[idx]
+        return TrainSplit(split.dataset, images, split.labels[idx], split.class_mask, details)
 
     return take(fit), take(val)

@@ -21,3 +21,7 @@ class StoreError(RibenchError):
 
 class MissingWeightsError(RibenchError):
     """A pretrain's local weight file is absent."""
+
+
+class DataError(RibenchError):
+    """Data on disk that does not match its manifest, or an image file that cannot be read."""

@@ -78,13 +78,15 @@ def method_label(method_cls, config) -> str:
 
 
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
-            overrides=(), device: str = "cpu", weights: str | None = None, includes=()) -> RunSpec:
+            overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
+            data_root: str | None = None) -> RunSpec:
     """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError."""
     for path in includes:
         METHODS.include(path)
     method_name, inline = parse_spec(method)
     method_cls = method_class(method_name)
     suite_obj = SUITES.get(suite)()
+    suite_obj.attach_data(data_root)
     preset = PRETRAINS.get(pretrain)
     method_over, protocol_over = split_overrides(list(overrides), method_cls)
     config = method_cls.configure({**inline, **method_over})
@@ -242,6 +244,7 @@ def load_pretrained(spec: RunSpec):
     """Build the pretrained classifier (fails with the missing file's name before any work)."""
     pretrained = spec.preset.load(spec.suite, spec.weights)
     pretrained.model.to(spec.device).eval()
+    spec.suite.adopt_eval_transform(pretrained)
     return pretrained
 
 

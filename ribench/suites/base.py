@@ -57,6 +57,16 @@ class Suite:
     def test_split(self, dataset: str) -> TestSplit:
         raise NotImplementedError
 
+    def attach_data(self, data_root) -> None:
+        """Point a suite that reads image files at its data (--data-root); generated suites take none."""
+        if data_root is not None:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"suite '{self.name}' is generated; --data-root does not apply to it")
+
+    def adopt_eval_transform(self, pretrained) -> None:
+        """Suites that decode image files resize and crop them as the pretrained model was evaluated."""
+
     def manifest_hash(self) -> str:
         """sha256 over the suite's manifests: part of every cell's provenance."""
         h = hashlib.sha256()
