@@ -1,0 +1,390 @@
+"""Leaderboard entries: submit from a store (numbers, refusals), check (file + field named), build
+(tables, plots, HTML page rendered in headless Chromium), and a method from outside the repository
+through both routes (--include file, installed entry point)."""
+
+import copy
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ribench.catalog import SUITES
+from ribench.cli import main
+from ribench.errors import RibenchError
+from ribench.leaderboard import (MIN_SEEDS, check_tree, dumps_entry, entry_from_store, load_entry, validate_entry,
+                                 write_entry)
+from ribench.store import CellRecord, Store, cell_key
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+TINY = str(HERE / "tiny_suite.py")
+WEIGHTS = "ab" * 32
+PLUGIN = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS
+from ribench.method import Method, ParamGroup
+
+
+@METHODS.register("{name}", description="an outside method: trains only the head")
+class HeadOnly(Method):
+    name = "{name}"
+    description = "an outside method: trains only the head"
+    paper = "https://example.org/head-only"
+
+    @dataclass
+    class Config:
+        scale: float = 1.0
+
+    def param_groups(self, ctx):
+        return [ParamGroup(list(ctx.model.head.parameters()), self.config.scale, "head")]
+'''
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- a synthetic store: known accuracies, so every number can be checked by hand ----------------
+@pytest.fixture(scope="module")
+def suite():
+    return SUITES.get("rib-tiny")()
+
+
+def _columns(suite):
+    return [*suite.downstream, suite.pretrain_eval]
+
+
+def _pretrained_accuracies(suite):
+    rng = np.random.default_rng(7)
+    return {name: float(rng.uniform(0.3, 0.8)) for name in _columns(suite)}
+
+
+def _cell_accuracies(suite, seed, dataset, method="ft"):
+    rng = np.random.default_rng([seed, suite.downstream.index(dataset), zlib.crc32(method.encode())])
+    return {name: float(rng.uniform(0.1, 0.9)) for name in _columns(suite)}
+
+
+def fill_store(path, suite, method="ft", config=None, seeds=(0, 1, 2), skip=(), protocol=None, pretrain="mini-clip"):
+    """Cells of one method with seeded random accuracies; `skip` holds (dataset, seed) left out."""
+    with Store(path) as store:
+        identity = {"kind": "pretrained", "suite": suite.name, "manifests": suite.manifest_hash(),
+                    "pretrain": pretrain, "weights_sha256": WEIGHTS}
+        if store.get_pretrained(cell_key(identity)) is None:
+            store.put_pretrained(cell_key(identity), suite.name, pretrain, identity, _pretrained_accuracies(suite),
+                                 {"ribench": "0.1.0", "git_commit": "c" * 40})
+        label = method if not config else method + "[" + ",".join(f"{k}={v}" for k, v in config.items()) + "]"
+        for seed in seeds:
+            for dataset in suite.downstream:
+                if (dataset, seed) in skip:
+                    continue
+                cell = {"suite": suite.name, "manifests": suite.manifest_hash(), "pretrain": pretrain,
+                        "weights_sha256": WEIGHTS, "method": method, "config": dict(config or {}),
+                        "protocol": protocol or suite.protocol.as_dict(), "dataset": dataset, "seed": seed}
+                store.put(CellRecord(key=cell_key(cell), suite=suite.name, pretrain=pretrain, method=method,
+                                     label=label, dataset=dataset, seed=seed, identity=cell,
+                                     accuracies=(_pretrained_accuracies(suite) if method == "zeroshot"
+                                                 else _cell_accuracies(suite, seed, dataset, method)),
+                                     provenance={"ribench": "0.1.0", "git_commit": "d" * 40, "torch": "2.x",
+                                                 "device": "cpu"}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory, suite):
+    path = tmp_path_factory.mktemp("store") / "s.sqlite"
+    fill_store(path, suite, "ft")
+    fill_store(path, suite, "zeroshot")
+    fill_store(path, suite, "lp", {"fit": "lbfgs"}, seeds=(0, 1, 2, 3), skip={("hard", 3)})
+    return path
+
+
+def test_submitted_entry_holds_the_hand_computed_metrics(store_path, suite):
+    entry = entry_from_store(store_path, "rib-tiny", "mini-clip", "ft")
+    assert validate_entry(entry) == []
+    a_pre = _pretrained_accuracies(suite)
+    down, p = suite.downstream, suite.pretrain_eval
+    per_seed = {"mRI": [], "ID": [], "forgetting": [], "OOD": []}
+    for seed in (0, 1, 2):
+        acc = {d: _cell_accuracies(suite, seed, d) for d in down}
+        ri = [np.mean([acc[i][j] - a_pre[j] for j in down if j != i]) for i in down]
+        per_seed["mRI"].append(np.mean(ri))
+        per_seed["ID"].append(np.mean([acc[i][i] for i in down]))
+        per_seed["forgetting"].append(np.mean([a_pre[p] - acc[i][p] for i in down]))
+        per_seed["OOD"].append(np.mean([np.mean([acc[i][j] for j in down if j != i]) for i in down]))
+    for metric, values in per_seed.items():
+        stat = entry["metrics"][metric]
+        assert stat["mean"] == pytest.approx(100 * np.mean(values), abs=1e-4), metric
+        assert stat["std"] == pytest.approx(100 * np.std(values, ddof=1), abs=1e-4), metric
+        assert stat["ci95"][0] <= stat["mean"] <= stat["ci95"][1] and stat["n_seeds"] == 3
+    assert entry["grid"]["seeds"] == [0, 1, 2] and len(entry["provenance"]["cells"]) == 21
+    assert entry["provenance"]["weights_sha256"] == WEIGHTS
+    assert entry["provenance"]["protocol"] == suite.protocol.as_dict()
+    assert entry["provenance"]["git_commits"] == ["d" * 40]
+    # the pretrained model's ID and OOD averages are the same number by construction
+    assert entry["pretrained"]["ID"] == pytest.approx(entry["pretrained"]["OOD"], abs=1e-3)
+
+
+def test_partial_seed_is_left_out_and_the_label_keeps_its_settings(store_path):
+    entry = entry_from_store(store_path, "rib-tiny", "mini-clip", "lp[fit=lbfgs]")
+    assert entry["method"]["label"] == "lp[fit=lbfgs]" and entry["method"]["hyperparameters"] == {"fit": "lbfgs"}
+    assert entry["grid"]["seeds"] == [0, 1, 2] and entry["metrics"]["mRI"]["n_seeds"] == 3
+
+
+def test_submit_cli_writes_once_and_is_idempotent(capsys, store_path, tmp_path):
+    argv = ["leaderboard", "submit", "--suite", "rib-tiny", "--store", str(store_path), "--root", str(tmp_path),
+            "--method", "ft"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    path = tmp_path / "rib-tiny" / "mini-clip" / "ft.json"
+    assert out.startswith(f"written {path}") and "over 3 seeds" in out
+    before = path.read_bytes()
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and out.startswith("unchanged") and path.read_bytes() == before
+    assert json.loads(before) == load_entry(path, tmp_path)
+
+
+@pytest.mark.parametrize("seeds, skip, expected", [
+    ((0, 1, 2), {("cartoon", 2), ("hard", 2)}, "missing seed 2: cartoon, hard"),
+    ((0, 1), set(), "1 more seed(s) with all 7 datasets"),
+])
+def test_submit_refuses_an_incomplete_grid(capsys, tmp_path, suite, seeds, skip, expected):
+    store = fill_store(tmp_path / "s.sqlite", suite, "ft", seeds=seeds, skip=skip)
+    code, _, err = run_cli(capsys, "leaderboard", "submit", "--suite", "rib-tiny", "--store", str(store),
+                           "--root", str(tmp_path / "lb"), "--method", "ft")
+    assert code == 2 and err.startswith("ribench: error: cannot submit ft on rib-tiny/mini-clip: incomplete grid")
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "lb").exists()
+
+
+def test_submit_refuses_another_protocol_and_missing_cells(capsys, tmp_path, suite):
+    other = dict(suite.protocol.as_dict(), epochs=suite.protocol.epochs + 1)
+    store = fill_store(tmp_path / "s.sqlite", suite, "ft", protocol=other)
+    base = ["leaderboard", "submit", "--suite", "rib-tiny", "--store", str(store), "--root", str(tmp_path / "lb")]
+    code, _, err = run_cli(capsys, *base, "--method", "ft")
+    assert code == 2 and "use another protocol than rib-tiny's (epochs=" in err
+    code, _, err = run_cli(capsys, *base, "--method", "lwf")
+    assert code == 2 and "no stored cells" in err
+    code, _, err = run_cli(capsys, *base, "--method", "ftt")
+    assert code == 2 and "did you mean 'ft'?" in err
+    code, _, err = run_cli(capsys, "leaderboard", "submit", "--store", str(tmp_path / "none.sqlite"),
+                           "--method", "ft")
+    assert code == 2 and "no results store" in err
+
+
+# -- check: hand-broken entries are refused with the file and the field -------------------------
+@pytest.fixture(scope="module")
+def good_entry(store_path):
+    return entry_from_store(store_path, "rib-tiny", "mini-clip", "ft")
+
+
+def _break(entry, dotted, value):
+    *parents, last = dotted.split(".")
+    target = entry
+    for name in parents:
+        target = target[name]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value(target[last]) if callable(value) else value
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("metrics.mRI.mean", "high", "field 'metrics.mRI.mean': expected a finite number, got string 'high'"),
+    ("metrics.RI.sketch.mean", lambda v: v + 5, "field 'metrics.RI.sketch.mean'"),
+    ("matrix.cartoon.photo", lambda v: v - 3, "does not match"),
+    ("matrix.cartoon.photo", lambda v: v - 3, "(mean of matrix.<i>.photo)"),
+    ("metrics.ID.n_seeds", 2, "field 'metrics.ID.n_seeds': 2 is below the minimum 3"),
+    ("metrics.OOD.ci95", [1.0], "field 'metrics.OOD.ci95': expected [low, high]"),
+    ("provenance", KeyError, "field 'provenance': missing"),
+    ("provenance.weights_sha256", "abc", "field 'provenance.weights_sha256': 'abc' is not a sha256"),
+    ("schema_version", 2, "field 'schema_version': this ribench reads version 1"),
+    ("kind", "guessed", "field 'kind': expected one of measured, reported"),
+    ("units", "fraction", "field 'units'"),
+    ("metrics.mRI.std", -1.0, "field 'metrics.mRI.std': -1.0 is negative"),
+    ("method.paper", "arxiv 1234", "field 'method.paper': expected a URL"),
+    ("grid.seeds", [0, 1], "field 'grid.seeds': 2 distinct seed(s); an entry needs at least 3"),
+    ("method.hyperparams", {}, "field 'method.hyperparams': unknown field"),
+])
+def test_check_names_the_file_and_the_field(capsys, tmp_path, good_entry, field, value, expected):
+    path, _ = write_entry(good_entry, tmp_path)
+    assert run_cli(capsys, "leaderboard", "check", "--root", str(tmp_path))[0] == 0
+    broken = copy.deepcopy(good_entry)
+    _break(broken, field, value)
+    path.write_text(dumps_entry(broken))
+    code, _, err = run_cli(capsys, "leaderboard", "check", "--root", str(tmp_path))
+    assert code == 2
+    assert err.startswith(f"ribench: error: {path}: ") and expected in err, err
+    assert "Traceback" not in err
+
+
+def test_check_refuses_bad_json_and_misplaced_entries(capsys, tmp_path, good_entry):
+    path, _ = write_entry(good_entry, tmp_path)
+    path.write_text(path.read_text()[:200])
+    code, _, err = run_cli(capsys, "leaderboard", "check", "--root", str(tmp_path))
+    assert code == 2 and f"{path}: not valid JSON" in err
+    path.unlink()
+    moved = tmp_path / "rib-tiny" / "mini-sup" / "ft.json"
+    moved.parent.mkdir(parents=True)
+    moved.write_text(dumps_entry(good_entry))
+    code, _, err = run_cli(capsys, "leaderboard", "check", "--root", str(tmp_path))
+    assert code == 2 and f"{moved}: field 'pretrain': 'mini-clip' but the file is in folder 'mini-sup'" in err
+    renamed = tmp_path / "rib-tiny" / "mini-clip" / "reported-ft.json"
+    renamed.parent.mkdir(parents=True, exist_ok=True)
+    moved.rename(renamed)
+    code, _, err = run_cli(capsys, "leaderboard", "check", "--root", str(tmp_path))
+    assert code == 2 and "belongs in a file named 'ft.json'" in err
+    code, _, err = run_cli(capsys, "leaderboard", "check", "--root", str(tmp_path / "nowhere"))
+    assert code == 2 and "no leaderboard folder" in err
+
+
+def test_a_measured_entry_cannot_pose_as_reported(good_entry):
+    reported = copy.deepcopy(good_entry)
+    reported["kind"] = "reported"
+    problems = validate_entry(reported)
+    assert "field 'source': missing" in problems and any("'grid': unknown field" in p for p in problems)
+
+
+def test_repository_leaderboards_are_valid():
+    """What CI runs: `ribench leaderboard check` on the committed entries."""
+    root = REPO / "leaderboards"
+    count, problems = check_tree(root)
+    assert problems == [] and count > 0
+    for path in root.glob("*/*/*.json"):
+        if path.parent.name == "distances":
+            continue
+        entry = load_entry(path, root)
+        assert (entry["kind"] == "reported") == path.name.startswith("reported-")
+        if entry["kind"] == "measured":
+            assert entry["metrics"]["mRI"]["n_seeds"] >= MIN_SEEDS
+            assert len(entry["provenance"]["cells"]) == len(entry["grid"]["downstream"]) * len(entry["grid"]["seeds"])
+    assert {p.name for p in (root / "rib-mini").glob("*/*.json")} >= {"ft.json", "zeroshot.json", "lp.json"}
+    assert not [p for p in (root / "imagenet-rib").glob("*/*.json") if not p.name.startswith("reported-")]
+
+
+# -- build: tables, plots, the page -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, store_path):
+    root = tmp_path_factory.mktemp("leaderboards")
+    entries = []
+    for method in ("ft", "zeroshot", "lp[fit=lbfgs]"):
+        entry = entry_from_store(store_path, "rib-tiny", "mini-clip", method)
+        write_entry(entry, root)
+        entries.append(entry)
+    distances = root / "rib-tiny" / "distances"
+    distances.mkdir()
+    (distances / "mini-clip.csv").write_text("pretrain,dataset,distance\n" + "".join(
+        f"mini-clip,{d},{1.0 + i / 2}\n" for i, d in enumerate(entries[0]["grid"]["downstream"])))
+    code = main(["leaderboard", "build", "--root", str(root)])
+    assert code == 0
+    return root, entries
+
+
+def test_build_writes_markdown_and_every_plot(built):
+    root, entries = built
+    folder = root / "rib-tiny"
+    for stem in ("mri", "ri-heatmap-mini-clip", "id-vs-ood", "forgetting-vs-otdd"):
+        png, svg = folder / "plots" / f"{stem}.png", folder / "plots" / f"{stem}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, stem
+        assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    readme = (folder / "README.md").read_text()
+    ft = next(e for e in entries if e["method"]["label"] == "ft")
+    mri = ft["metrics"]["mRI"]
+    assert f"| ft | {mri['mean']:+.1f} [{mri['ci95'][0]:+.1f}, {mri['ci95'][1]:+.1f}]" in readme
+    assert "zeroshot (trains nothing" in readme.replace("Not drawn in the heatmap of mini-clip: ", "")
+    assert "(plots/forgetting-vs-otdd.png)" in readme
+    # rows best mRI first
+    order = [line.split(" | ")[1] for line in readme.splitlines() if line.startswith("| 1 |")
+             or line.startswith("| 2 |") or line.startswith("| 3 |")]
+    assert order == [e["method"]["label"] for e in sorted(entries, key=lambda e: -e["metrics"]["mRI"]["mean"])]
+
+
+def test_forgetting_plot_is_skipped_without_distances(tmp_path, built):
+    from ribench.leaderboard_build import load_distances
+    from ribench.leaderboard_plots import forgetting_vs_distance
+
+    _, entries = built
+    assert load_distances([], "rib-tiny", entries) == {}
+    assert forgetting_vs_distance(entries, {}, tmp_path, {}) == [] and not list(tmp_path.iterdir())
+    bad = tmp_path / "d.json"
+    bad.write_text('{"pretrain": "mini-clip"}')
+    with pytest.raises(RibenchError, match="d.json: expected 'to_pretrain_domain' or 'matrix'"):
+        load_distances([bad], "rib-tiny", entries)
+
+
+def test_page_is_self_contained(built):
+    root, _ = built
+    page = (root / "rib-tiny" / "index.html").read_text()
+    assert "http://" not in page.replace('href="https://example', "") and "<script src" not in page
+    assert page.count("data:image/png;base64,") == 4
+
+
+def test_page_renders_and_sorts_in_headless_chromium(built):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
+    root, entries = built
+    page = root / "rib-tiny" / "index.html"
+    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                             f"--user-data-dir={root / 'profile'}", "--dump-dom", page.as_uri() + "#sort=forgetting"],
+                            capture_output=True, text=True, timeout=120)
+    dom = result.stdout
+    assert result.returncode == 0 and 'data-ready="true"' in dom, result.stderr[-2000:]
+    assert f"{len(entries)} measured entries, sorted by forgetting" in dom
+    rendered = [part.split('"', 1)[0] for part in dom.split('data-entry="')[1:]]
+    expected = [e["method"]["label"] for e in sorted(entries, key=lambda e: e["metrics"]["forgetting"]["mean"])]
+    assert rendered == expected
+    for entry in entries:
+        mri = entry["metrics"]["mRI"]["mean"]
+        assert f'data-value="{mri}"' in dom
+
+
+# -- a method from outside the repository, both routes, then submitted ---------------------------
+def test_outside_method_runs_through_include_and_entry_point(capsys, tmp_path, suite):
+    plugin = tmp_path / "outside_method.py"
+    plugin.write_text(PLUGIN.format(name="outside-head"))
+    store = tmp_path / "s.sqlite"
+    common = ["--include", TINY, "--suite", "rib-tiny", "--datasets", "sketch", "--no-progress", "--store", str(store)]
+    code, out, err = run_cli(capsys, "run", "--include", str(plugin), "--method", "outside-head", *common)
+    assert code == 0 and "outside-head" in out and "mRI" in out, err
+
+    site = tmp_path / "site"
+    (site / "outside_pkg").mkdir(parents=True)
+    (site / "outside_pkg" / "__init__.py").write_text(PLUGIN.format(name="outside-ep"))
+    info = site / "outside_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ribench.methods]\noutside-ep = outside_pkg:HeadOnly\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    listed = subprocess.run([sys.executable, "-m", "ribench", "run", "--method", "outside-ep", "--threads", "1",
+                             "--set", "scale=0.5", *common], env=env, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "outside-ep[scale=0.5]" in listed.stdout and "mRI" in listed.stdout
+    with Store(store) as db:
+        labels = {c.label for c in db.cells()}
+    assert labels == {"outside-head", "outside-ep[scale=0.5]"}
+
+
+def test_outside_method_is_submitted_with_its_file(capsys, tmp_path, suite):
+    plugin = tmp_path / "outside_submit.py"
+    plugin.write_text(PLUGIN.format(name="outside-submit"))
+    store = fill_store(tmp_path / "s.sqlite", suite, "outside-submit")
+    base = ["leaderboard", "submit", "--suite", "rib-tiny", "--store", str(store), "--root", str(tmp_path / "lb"),
+            "--method", "outside-submit"]
+    code, _, err = run_cli(capsys, *base)
+    assert code == 2 and "unknown method 'outside-submit'" in err
+    code, out, err = run_cli(capsys, *base, "--include", str(plugin))
+    assert code == 0, err
+    entry = load_entry(tmp_path / "lb" / "rib-tiny" / "mini-clip" / "outside-submit.json", tmp_path / "lb")
+    assert entry["method"]["paper"] == "https://example.org/head-only"
+    assert entry["method"]["description"] == "an outside method: trains only the head"
+    assert not math.isnan(entry["metrics"]["mRI"]["mean"])
