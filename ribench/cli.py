@@ -26,6 +26,8 @@ def _add_common(p):
     p.add_argument("--pretrain", default="mini-clip", help="pretrain preset (default: mini-clip)")
     p.add_argument("--store", default=None, help="results database (default: $RIBENCH_STORE or "
                                                  "~/.local/share/ribench/results.sqlite)")
+    p.add_argument("--data-root", default=None, help="folder holding a real suite's datasets, e.g. "
+                                                     "imagenet-rib (default: $RIBENCH_DATA_ROOT)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--method", dest="methods", type=_csv, default=None,
                      help="comma-separated methods or labels (default: all stored)")
     res.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    res.add_argument("--compare", action="store_true",
+                     help="only the methods side by side (table and markdown formats)")
     res.add_argument("--include", action="append", default=[], metavar="FILE.py",
                      help="import a Python file that registers extra methods or suites")
 
@@ -69,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate and cache rib-mini's data (done on first use anyway)")
     gen.add_argument("--manifests", action="store_true", help="also rewrite data_manifests/rib-mini")
+
+    from .datasets_cli import add_parsers as add_dataset_parsers
+
+    add_dataset_parsers(sub)
+
+    from .distance import add_distance_parser
+
+    add_distance_parser(sub)
+
+    from .leaderboard import add_leaderboard_parser
+
+    add_leaderboard_parser(sub)
     return parser
 
 
@@ -83,7 +99,7 @@ def _cmd_run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = resolve(args.method, args.suite, args.pretrain, args.datasets, args.seeds, args.overrides,
-                   args.device, args.weights, args.include)
+                   args.device, args.weights, args.include, data_root=args.data_root)
     pretrained = load_pretrained(spec)
     store_path = args.store or default_store_path()
     with Store(store_path) as store:
@@ -102,7 +118,8 @@ def _cmd_results(args) -> int:
 
     for path in args.include:
         METHODS.include(path)
-    print(format_summary(results(args.suite, args.pretrain, args.methods, args.store), args.format))
+    print(format_summary(results(args.suite, args.pretrain, args.methods, args.store), args.format,
+                         compare_only=args.compare))
     return 0
 
 
@@ -153,8 +170,34 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_datasets(args) -> int:
+    from .datasets_cli import cmd_datasets
+
+    return cmd_datasets(args)
+
+
+def _cmd_doctor(args) -> int:
+    from .datasets_cli import cmd_doctor
+
+    return cmd_doctor(args)
+
+
+def _cmd_distance(args) -> int:
+    from .distance import run_distance_command
+
+    return run_distance_command(args)
+
+
+def _cmd_leaderboard(args) -> int:
+    from .leaderboard import run_leaderboard_command
+
+    return run_leaderboard_command(args)
+
+
 COMMANDS = {"run": _cmd_run, "results": _cmd_results, "list": _cmd_list,
-            "pretrain": _cmd_pretrain, "generate": _cmd_generate}
+            "pretrain": _cmd_pretrain, "generate": _cmd_generate, "distance": _cmd_distance,
+            "datasets": _cmd_datasets, "doctor": _cmd_doctor}
+COMMANDS["leaderboard"] = _cmd_leaderboard
 
 
 def main(argv=None) -> int:
