@@ -38,3 +38,33 @@ def state(model):
 
 def changed_keys(before, after):
     return sorted(k for k in before if k in after and not torch.equal(before[k], after[k]))
+
+
+# A method defined outside the repository (written to a file, or packaged with an entry point).
+OUTSIDE_METHOD = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS
+from ribench.method import Method, ParamGroup
+
+
+@METHODS.register("{name}", description="an outside method: trains only the head")
+class HeadOnly(Method):
+    name = "{name}"
+    description = "an outside method: trains only the head"
+    paper = "https://example.org/head-only"
+
+    @dataclass
+    class Config:
+        scale: float = 1.0
+
+    def param_groups(self, ctx):
+        return [ParamGroup(list(ctx.model.head.parameters()), self.config.scale, "head")]
+'''
+
+
+def run_cli(capsys, *argv):
+    from ribench.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -11,33 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ribench.cli import main
+
+from helpers import OUTSIDE_METHOD, run_cli
 
 HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")
-EXTERNAL_METHOD = '''
-from dataclasses import dataclass
-from ribench.catalog import METHODS
-from ribench.method import Method, ParamGroup
-
-
-@METHODS.register("head-only-sgd", description="an outside method: trains only the head")
-class HeadOnly(Method):
-    name = "head-only-sgd"
-
-    @dataclass
-    class Config:
-        scale: float = 1.0
-
-    def param_groups(self, ctx):
-        return [ParamGroup(list(ctx.model.head.parameters()), self.config.scale, "head")]
-'''
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+EXTERNAL_METHOD = OUTSIDE_METHOD.replace("{name}", "head-only-sgd")
 
 
 def tiny_run(*extra):

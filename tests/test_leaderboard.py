@@ -22,35 +22,13 @@ from ribench.leaderboard import (MIN_SEEDS, check_tree, dumps_entry, entry_from_
                                  write_entry)
 from ribench.store import CellRecord, Store, cell_key
 
+from helpers import OUTSIDE_METHOD, run_cli
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TINY = str(HERE / "tiny_suite.py")
 WEIGHTS = "ab" * 32
-PLUGIN = '''
-from dataclasses import dataclass
-from ribench.catalog import METHODS
-from ribench.method import Method, ParamGroup
-
-
-@METHODS.register("{name}", description="an outside method: trains only the head")
-class HeadOnly(Method):
-    name = "{name}"
-    description = "an outside method: trains only the head"
-    paper = "https://example.org/head-only"
-
-    @dataclass
-    class Config:
-        scale: float = 1.0
-
-    def param_groups(self, ctx):
-        return [ParamGroup(list(ctx.model.head.parameters()), self.config.scale, "head")]
-'''
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+PLUGIN = OUTSIDE_METHOD
 
 
 # -- a synthetic store: known accuracies, so every number can be checked by hand ----------------
