@@ -54,7 +54,7 @@ def test_training_step(benchmark, pretrained, method):
     y = torch.from_numpy(position_labels(split.labels[:n], split.class_mask))
     mask = torch.as_tensor(split.class_mask)
     benchmark.pedantic(lambda: training_step(instance, ctx, optimizer, x, y, mask, np.arange(n)),
-                       rounds=12, warmup_rounds=2)
+                       rounds=30, warmup_rounds=5)
     median = benchmark.stats.stats.median
     if method == "ft":
         _ft_median[pre.name] = median
