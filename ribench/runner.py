@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from .catalog import METHODS, PRETRAINS, SUITES
-from .compose import method_class, parse_spec
+from .compose import method_class, parse_spec, resolve_method
 from .errors import ConfigError, RibenchError
 from .evaluate import evaluate_all
 from .features import cached_features
@@ -118,12 +118,10 @@ def ingredient_specs(spec: RunSpec) -> list[str]:
 
 def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
     """The run whose cells a derived method of `spec` needs: same suite, pretrain, protocol."""
-    name, inline = parse_spec(method)
-    cls = method_class(name)
+    cls, config = resolve_method(method)
     if cls.requires_text_tower and not spec.preset.has_text_tower:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
                           f"pretrain '{spec.preset.name}' has none")
-    config = cls.configure(inline)
     sub = dataclasses.replace(spec, method_cls=cls, method_config=config)
     sub.label = method_label(cls, config)
     if sub.label == spec.label:
@@ -139,9 +137,7 @@ def _default_ingredient_labels() -> frozenset:
             method = METHODS.get(name)()
             for ingredient in method.ingredients():
                 if ingredient != "pretrained":
-                    ingredient_name, inline = parse_spec(ingredient)
-                    cls = method_class(ingredient_name)
-                    labels.add(method_label(cls, cls.configure(inline)))
+                    labels.add(method_label(*resolve_method(ingredient)))
         except RibenchError:
             continue
     return frozenset(labels)
