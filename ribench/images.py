@@ -22,6 +22,17 @@ from .errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def hash_names_and_sizes(h, paths, names) -> str:
+    """Fold each file's name and size (-1 if unreadable) into `h`: a content proxy that reads no pixels."""
+    for path, name in zip(paths, names):
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+        h.update(f"{name}\0{size}\n".encode())
+    return h.hexdigest()
+
+
 def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
@@ -142,10 +153,4 @@ class ImageFiles:
     def digest(self) -> str:
         """Names, sizes and the transform: changes when a file or the geometry changes, without reading pixels."""
         h = hashlib.sha256(repr((self.geometry.as_dict(), self.border)).encode())
-        for path in self.paths:
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                size = -1
-            h.update(f"{path}\0{size}\n".encode())
-        return h.hexdigest()
+        return hash_names_and_sizes(h, self.paths, self.paths)

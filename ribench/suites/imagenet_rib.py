@@ -31,7 +31,7 @@ import numpy as np
 
 from ..data import TestSplit, TrainSplit
 from ..errors import ConfigError, DataError, RibenchError
-from ..images import ImageFiles, ImageGeometry, decode_threads, is_image_file
+from ..images import ImageFiles, ImageGeometry, decode_threads, hash_names_and_sizes, is_image_file
 from ..paths import manifest_dir
 from ..protocol import Protocol
 from .base import DatasetInfo, Suite
@@ -98,14 +98,7 @@ class Listing:
 
     def digest(self) -> str:
         """Relative names and sizes of the files used: the same tree on another machine hashes the same."""
-        h = hashlib.sha256(self.dataset.encode())
-        for path, rel in zip(self.paths, self.relative):
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                size = -1
-            h.update(f"{rel}\0{size}\n".encode())
-        return h.hexdigest()
+        return hash_names_and_sizes(hashlib.sha256(self.dataset.encode()), self.paths, self.relative)
 
 
 def _image_files(folder: Path) -> list[str]:
