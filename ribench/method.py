@@ -6,7 +6,8 @@ a frozen copy of the pretrained weights, the protocol and a seeded generator.
 The shared loop in `ribench.trainer` calls the hooks in this order:
 
     prepare -> param_groups -> [compute_loss -> backward -> after_backward
-    -> optimizer step -> after_step] per batch -> finish
+    -> lr from the schedule × group lr_scale -> optimizer step -> after_step]
+    per batch -> finish
 
 A method overrides only what defines it; `fit` itself may be replaced by
 methods that do not use the loop (zero-shot, a probe on cached features).
@@ -45,6 +46,7 @@ class FitContext:
     templates: tuple = ()                                     # the suite's prompt templates
     ingredients: dict = field(default_factory=dict)           # method spec -> changed tensors of its cell
     state: dict = field(default_factory=dict)                 # scratch space for hooks
+    optimizer: Any = None                                     # set by the loop once groups are chosen
     step: int = 0
     total_steps: int = 0
 
@@ -110,6 +112,14 @@ class Method:
     def param_groups(self, ctx: FitContext) -> list[ParamGroup]:
         """Trainable parameters and per-group lr multipliers (default: the whole classifier)."""
         return [ParamGroup([p for p in ctx.model.parameters() if p.requires_grad], 1.0, "all")]
+
+    def gradient_parameters(self, ctx: FitContext, groups: list[ParamGroup]) -> list | None:
+        """Model weights that need gradients; None: exactly the groups' parameters.
+
+        A method that optimizes stand-ins for weights (the masked entries of a
+        sparse method) returns the weights whose gradients it reads.
+        """
+        return None
 
     def compute_loss(self, ctx: FitContext, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(batch.logits, batch.labels)

@@ -39,20 +39,31 @@ def start_training(method, ctx: FitContext):
     """Let the method prepare and choose its parameters; returns the optimizer over them."""
     method.prepare(ctx)
     groups = method.param_groups(ctx)
-    trainable = {id(p) for g in groups for p in g.params}
+    needs_grad = method.gradient_parameters(ctx, groups)
+    trainable = {id(p) for p in needs_grad} if needs_grad is not None else {id(p) for g in groups for p in g.params}
     for p in ctx.model.parameters():
         p.requires_grad_(id(p) in trainable)
     ctx.model.train()
-    return build_optimizer(ctx.protocol, groups)
+    ctx.optimizer = build_optimizer(ctx.protocol, groups)
+    return ctx.optimizer
 
 
 def training_step(method, ctx: FitContext, optimizer, x, y, class_mask, indices=None) -> torch.Tensor:
-    """One optimizer step with the method's hooks around it."""
+    """One optimizer step with the method's hooks around it.
+
+    The lr of each group is set after `after_backward`, from the protocol's schedule
+    times the group's `lr_scale`, so a method may change `lr_scale` from the
+    current gradient (per-step layer-wise rates).
+    """
     with autocast(ctx.device):
         loss = method.compute_loss(ctx, Batch(x, y, class_mask, ctx.model, indices))
     optimizer.zero_grad(set_to_none=True)
+    ctx.model.zero_grad(set_to_none=True)     # weights outside the optimizer may carry gradients too
     loss.backward()
     method.after_backward(ctx)
+    factor = ctx.protocol.lr_factor(ctx.step, max(ctx.total_steps, ctx.step + 1))
+    for group in optimizer.param_groups:
+        group["lr"] = ctx.protocol.lr * group["lr_scale"] * factor
     optimizer.step()
     method.after_step(ctx)
     ctx.step += 1
@@ -72,9 +83,6 @@ def train(method, ctx: FitContext) -> dict:
     order_rng = np.random.default_rng([ctx.seed, 1])
     for epoch in range(protocol.epochs):
         for images, _, idx in split.batches(protocol.batch_size, order_rng.permutation(len(split))):
-            factor = protocol.lr_factor(ctx.step, ctx.total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = protocol.lr * group["lr_scale"] * factor
             x = ctx.preprocess(torch.from_numpy(images).to(ctx.device))
             y = torch.from_numpy(targets[idx]).to(ctx.device)
             training_step(method, ctx, optimizer, x, y, mask, idx)
