@@ -32,6 +32,14 @@ METHODS.register("soup", "ribench.methods.soup:Soup", aliases=["model-soup", "ms
                  description="uniform model soup of pretrained, ft, ewc, lwf weights; no training")
 METHODS.register("flyp", "ribench.methods.flyp:FLYP",
                  description="FLYP: contrastive fine-tuning of both CLIP towers; zero-shot head rebuilt")
+METHODS.register("saft", "ribench.methods.saft:SAFT", aliases=["sparse-adaptation"],
+                 description="SAFT: train only the top 0.1% weights by |mean gradient|; the rest stay at θ0")
+METHODS.register("imp-select", "ribench.methods.imp_select:ImportanceSelect", aliases=["importance-select"],
+                 description="importance-guided selective fine-tuning: train the top-k% weights by mean |per-sample grad|")
+METHODS.register("imp-reg", "ribench.methods.imp_reg:ImportanceReg", aliases=["importance-reg"],
+                 description="importance-guided regularization: + λ·Σ r̄|θ − θ0|, r̄ block-normalised importance (regularizer)")
+METHODS.register("digrap", "ribench.methods.digrap:DiGraP",
+                 description="DiGraP: project conflicting gradients off θ − θ0 per layer, trainable strength ω")
 
 SUITES.register("rib-mini", "ribench.suites.rib_mini:build", aliases=["mini", "ribmini"],
                 description="generated 32px shapes: a captioned corpus and 7 style-shifted downstream datasets")

@@ -118,6 +118,9 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
         def param_groups(self, ctx):
             return self.base.param_groups(ctx)
 
+        def gradient_parameters(self, ctx, groups):
+            return self.base.gradient_parameters(ctx, groups)
+
         def compute_loss(self, ctx, batch):
             loss = self.base.compute_loss(ctx, batch)
             for reg in self.regs:
