@@ -205,6 +205,8 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     )
     method = spec.method_cls(spec.method_config)
     timings = method.fit(ctx)
+    # What a method learned beside the weights (DiGraP's ω, Auto-RGN's layer rates) goes to details.
+    learned = {k: timings.pop(k) for k in [k for k, v in timings.items() if not isinstance(v, (int, float))]}
     model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
     t_eval = time.perf_counter()
     if spec.method_cls.uses_pretrained_eval:
@@ -217,6 +219,8 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
                                        spec.protocol.eval_batch_size, spec.device)
         accuracies, details = evaluate_all(model, pretrained.preprocess, spec.suite,
                                            spec.protocol.eval_batch_size, spec.device, test_features)
+    if learned:
+        details = {**details, "method": learned}
     timings["eval_s"] = time.perf_counter() - t_eval
     timings["total_s"] = time.perf_counter() - start
     return model, CellRecord(
