@@ -235,3 +235,16 @@ def test_full_projection_on_a_real_gradient(clip):
             assert torch.equal(p.grad, g)
     assert conflicting > 0 and agreeing > 0
     assert not any(n.startswith("clip.transformer.") for n in st.names)   # the text tower is not trained
+
+
+def test_the_runner_stores_the_learned_strengths_with_the_cell(tmp_path, clip):
+    from ribench.runner import execute
+    from ribench.store import Store
+
+    store = Store(tmp_path / "r.sqlite")
+    spec = resolve("digrap", "rib-tiny", "mini-clip", datasets=["sketch"], seeds=[0], overrides=["epochs=1"])
+    assert execute(spec, store, clip, progress=False, log=lambda _: None)["ran"] == 1
+    (cell,) = store.cells()
+    omega = cell.details["method"]["omega"]
+    assert "head.weight" in omega and all(0.0 <= w <= 1.0 for w in omega.values())
+    assert all(isinstance(v, (int, float)) for v in cell.timings.values())   # timings stay numbers
