@@ -38,6 +38,20 @@ METHODS.register("imp-select", "ribench.methods.imp_select:ImportanceSelect", al
                  description="importance-guided selective fine-tuning: train the top-k% weights by mean |per-sample grad|")
 METHODS.register("imp-reg", "ribench.methods.imp_reg:ImportanceReg", aliases=["importance-reg"],
                  description="importance-guided regularization: + λ·Σ r̄|θ − θ0|, r̄ block-normalised importance (regularizer)")
+METHODS.register("auto-rgn", "ribench.methods.auto_rgn:AutoRGN", aliases=["autorgn"],
+                 description="Auto-RGN: layer lr ∝ ‖g_ℓ‖/‖θ_ℓ‖ (relative gradient norm)")
+METHODS.register("auto-rgn-hessian", "ribench.methods.auto_rgn:AutoRGNHessian",
+                 description="Auto-RGN with the gradient preconditioned by an L-BFGS inverse Hessian")
+METHODS.register("auto-rgn-change", "ribench.methods.auto_rgn:AutoRGNChange",
+                 description="Auto-RGN on the change of gradient from source (pretraining domain) to target")
+METHODS.register("surprise", "ribench.methods.surprise:Surprise", aliases=["layerwise-surprise"],
+                 description="layerwise surprise: layer lr ∝ KL(target ‖ source) of its activation histograms")
+METHODS.register("surprise-diff", "ribench.methods.surprise:SurpriseDiff",
+                 description="layerwise surprise, lr ∝ the increase of surprise over the previous layer")
+METHODS.register("criticality-identity", "ribench.methods.criticality:CriticalityIdentity",
+                 description="module criticality: block lr ∝ source-loss increase when the block is the identity")
+METHODS.register("criticality-random", "ribench.methods.criticality:CriticalityRandom",
+                 description="module criticality: block lr ∝ source-loss increase when the block is re-initialised")
 METHODS.register("digrap", "ribench.methods.digrap:DiGraP",
                  description="DiGraP: project conflicting gradients off θ − θ0 per layer, trainable strength ω")
 

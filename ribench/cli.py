@@ -129,16 +129,18 @@ def _cmd_list(args) -> int:
     registry = {"methods": METHODS, "suites": SUITES, "pretrains": PRETRAINS}[args.what]
     for path in args.include:
         registry.include(path)
-    for entry in registry.entries():
+    entries = list(registry.entries())
+    width = max([12] + [len(e.name) for e in entries])
+    for entry in entries:
         defaults = entry.defaults
         if args.what == "methods" and not defaults:
             defaults = registry.get(entry.name).defaults()
         if args.what == "suites":
             defaults = registry.get(entry.name)().protocol.as_dict()
         alias = f" (aliases: {', '.join(entry.aliases)})" if entry.aliases else ""
-        print(f"{entry.name:<12} {entry.description}{alias}")
+        print(f"{entry.name:<{width}} {entry.description}{alias}")
         if defaults:
-            print(f"{'':<12} defaults: {json.dumps(defaults, default=str)}")
+            print(f"{'':<{width}} defaults: {json.dumps(defaults, default=str)}")
     return 0
 
 
