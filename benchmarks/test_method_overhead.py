@@ -4,7 +4,8 @@ Each method trains on rib-mini's `sketch` train split at the protocol's batch
 size; one benchmark round is one optimizer step with the method's hooks
 (`ribench.trainer.training_step`). `extra_info` records the median step time
 relative to ft's and the one-time cost of the method's preparation (EWC's
-Fisher) in ft steps.
+Fisher, SAFT's mean gradient, importance, Auto-RGN's gradient norms, surprise,
+criticality) in ft steps and in ft epochs of the split.
 
 Run: python -m pytest benchmarks/test_method_overhead.py --benchmark-only
 """
@@ -19,9 +20,11 @@ import torch
 from ribench.features import cached_features
 from ribench.method import FitContext
 from ribench.runner import load_pretrained, resolve
-from ribench.trainer import position_labels, start_training, training_step
+from ribench.trainer import position_labels, start_training, steps_per_epoch, training_step
 
-METHODS = ["ft", "l2sp", "ewc", "lwf", "l2sp+lwf", "vpt", "lora", "lpft", "flyp"]
+METHODS = ["ft", "l2sp", "ewc", "lwf", "l2sp+lwf", "vpt", "lora", "lpft", "flyp",
+           "saft", "imp-select", "imp-reg", "auto-rgn", "auto-rgn-hessian", "auto-rgn-change",
+           "surprise", "surprise-diff", "criticality-identity", "criticality-random", "digrap"]
 _ft_median: dict[str, float] = {}
 
 
@@ -63,3 +66,5 @@ def test_training_step(benchmark, pretrained, method):
         ft = _ft_median[pre.name]
         benchmark.extra_info["step_vs_ft"] = round(median / ft, 3)
         benchmark.extra_info["prepare_in_ft_steps"] = round(prepare_s / ft, 1)
+        epoch_s = ft * steps_per_epoch(len(split), run.protocol.batch_size)
+        benchmark.extra_info["prepare_in_ft_epochs"] = round(prepare_s / epoch_s, 2)
