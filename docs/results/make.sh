@@ -2,7 +2,9 @@
 # Regenerate docs/results/rib-mini.md from a results store (nothing typed by hand).
 # The store is filled by (3 seeds, every downstream dataset; derived methods train nothing):
 #   for p in mini-clip mini-sup; do
-#     for m in zeroshot ft lp "lp[fit=lbfgs]" wiseft lpft soup l2sp lora vpt; do
+#     for m in zeroshot ft lp "lp[fit=lbfgs]" wiseft lpft ewc lwf soup l2sp lora vpt \
+#              saft imp-select imp-reg auto-rgn auto-rgn-hessian auto-rgn-change \
+#              surprise surprise-diff criticality-identity criticality-random digrap; do
 #       ribench run --method "$m" --pretrain $p --seeds 0,1,2 --store STORE; done; done
 #   ribench run --method flyp --pretrain mini-clip --seeds 0,1,2 --store STORE
 #   bash docs/results/make.sh STORE
