@@ -96,8 +96,9 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Pat
         axes.errorbar(means, ypos, xerr=[lows, highs], fmt="none", ecolor="black", capsize=3, linewidth=1)
         axes.axvline(0, color="black", linewidth=0.8)
         axes.set_yticks(ypos, [_label(e) for e in group])
-        for y, mean, high in zip(ypos, means, highs):
-            axes.annotate(_signed(mean), (mean + high if mean >= 0 else mean, y), xytext=(4 if mean >= 0 else -4, 0),
+        for y, mean, low, high in zip(ypos, means, lows, highs):
+            # beyond the interval's outer end, so the number never sits on a whisker
+            axes.annotate(_signed(mean), (mean + high if mean >= 0 else mean - low, y), xytext=(4 if mean >= 0 else -4, 0),
                           textcoords="offset points", va="center", ha="left" if mean >= 0 else "right", fontsize=7)
         axes.set_title(pretrain)
         axes.set_xlabel("mRI (percentage points)")
