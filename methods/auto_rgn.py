@@ -246,7 +246,17 @@ def newton_directions(model, names, split, indices, preprocess, device, batch_si
 # ---- the methods -------------------------------------------------------------------------------
 
 
-class _LayerwiseRGN(Method):
+class LayerwiseRates(Method):
+    """A method whose definition is one lr multiplier per group: the cell records them
+    (details["method"]["layer_weights"]; for per-step Auto-RGN, the last step's)."""
+
+    def fit(self, ctx):
+        result = super().fit(ctx)
+        result["layer_weights"] = {k: float(v) for k, v in ctx.state.get("layer_weights", {}).items()}
+        return result
+
+
+class _LayerwiseRGN(LayerwiseRates):
     """Shared: one ParamGroup per tensor, weights from `scores` computed once at θ0."""
 
     def weights_from_scores(self, scores: dict) -> dict:

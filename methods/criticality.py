@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from ribench.layers import blocks, transformer_blocks
-from ribench.method import FitContext, Method
-from ribench.methods.auto_rgn import (eval_mode, labelled_batches, relative, sample_indices,
+from ribench.method import FitContext
+from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, labelled_batches, relative, sample_indices,
                                       trainable_layers, weighted_groups)
 
 
@@ -106,7 +106,7 @@ def criticality(model, batches, removal: str, seed: int) -> tuple[float, dict]:
     return base, removed
 
 
-class _Criticality(Method):
+class _Criticality(LayerwiseRates):
     removal: str = "identity"
 
     @dataclass

@@ -47,8 +47,7 @@ import numpy as np
 import torch
 
 from ribench.layers import blocks, transformer_blocks
-from ribench.method import Method
-from ribench.methods.auto_rgn import (eval_mode, relative, sample_indices, trainable_layers,
+from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
                                       weighted_groups)
 
 
@@ -161,7 +160,7 @@ def layer_surprise(model, source, target, src_idx, tgt_idx, preprocess, device, 
             for name in lo}
 
 
-class Surprise(Method):
+class Surprise(LayerwiseRates):
     name = "surprise"
     description = "layerwise surprise: layer lr ∝ KL(target ‖ source) of its activation histograms"
     paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.3; no URL

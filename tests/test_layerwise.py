@@ -357,3 +357,17 @@ def test_weights_forced_to_one_give_ft_and_no_test_split_is_read(method, clip, s
     reference, after = ft_states[which], model.state_dict()
     assert all(torch.equal(reference[k], after[k]) for k in reference)
     assert len(ctx.optimizer.param_groups) > 5                    # really per layer / per block
+
+
+def test_the_cell_records_its_layer_weights(tmp_path, sup):
+    from ribench.runner import execute
+    from ribench.store import Store
+
+    store = Store(tmp_path / "r.sqlite")
+    spec = resolve("criticality-identity[samples=32]", "rib-tiny", "mini-sup", datasets=["sketch"], seeds=[0],
+                   overrides=["epochs=1"])
+    assert execute(spec, store, sup, progress=False, log=lambda _: None)["ran"] == 1
+    (cell,) = store.cells()
+    weights = cell.details["method"]["layer_weights"]
+    assert list(weights) == list(transformer_blocks(sup.model))     # measured: the transformer blocks
+    assert max(weights.values()) == 1.0 and all(0.0 <= w <= 1.0 for w in weights.values())
