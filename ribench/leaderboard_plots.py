@@ -107,7 +107,7 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Pat
     lo = min(e["metrics"]["mRI"]["ci95"][0] for e in entries)
     hi = max(e["metrics"]["mRI"]["ci95"][1] for e in entries)
     span = max(hi - lo, 1.0)
-    axes_list[0].set_xlim(min(lo, 0) - 0.25 * span, max(hi, 0) + 0.12 * span)
+    axes_list[0].set_xlim(min(lo, 0) - 0.25 * span, max(hi, 0) + 0.22 * span)   # room for labels both sides
     seeds = sorted({e["metrics"]["mRI"]["n_seeds"] for e in entries})
     figure.suptitle(f"{entries[0]['suite']}: mRI per method, bars = 95% bootstrap interval over "
                     f"{'/'.join(map(str, seeds))} seeds")
