@@ -25,3 +25,18 @@ def _threads_and_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_suite():
     return sys.modules["tiny_suite"].build()
+
+
+# The tiny suite's two pretrains, loaded once per test module (tests copy before training).
+@pytest.fixture(scope="module")
+def clip(tiny_suite):
+    from ribench.runner import load_pretrained, resolve
+
+    return load_pretrained(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"]))
+
+
+@pytest.fixture(scope="module")
+def sup(tiny_suite):
+    from ribench.runner import load_pretrained, resolve
+
+    return load_pretrained(resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"]))

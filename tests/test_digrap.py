@@ -10,7 +10,7 @@ from ribench.errors import ConfigError
 from ribench.method import Batch, FitContext
 from ribench.pretrains.base import Classifier
 from ribench.protocol import Protocol
-from ribench.runner import load_pretrained, resolve
+from ribench.runner import resolve
 from ribench.trainer import position_labels
 
 from helpers import changed_keys, fit_method, state
@@ -18,16 +18,6 @@ from helpers import changed_keys, fit_method, state
 from ribench.methods.digrap import DiGraP
 
 EPOCH = ["epochs=1"]
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"]))
-
-
-@pytest.fixture(scope="module")
-def sup(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"]))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from ribench.method import FitContext
 from ribench.methods.auto_rgn import AutoRGN, lbfgs_pairs, two_loop
 from ribench.methods.criticality import reinitialised
 from ribench.methods.surprise import histogram, kl_per_dimension, layer_surprise
-from ribench.runner import load_pretrained, resolve
+from ribench.runner import resolve
 from ribench.trainer import position_labels
 
 from helpers import changed_keys, fit_method, state
@@ -24,16 +24,6 @@ ONE_EPOCH = ["epochs=1"]
 METHODS = ["auto-rgn", "auto-rgn[every=once]", "auto-rgn-hessian[iterations=2]",
            "auto-rgn-change[iterations=2]", "auto-rgn-change[hessian=false]", "surprise",
            "surprise-diff", "criticality-identity", "criticality-random"]
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"]))
-
-
-@pytest.fixture(scope="module")
-def sup(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"]))
 
 
 @pytest.fixture(scope="module")

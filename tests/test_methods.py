@@ -6,21 +6,11 @@ import torch
 
 from ribench.compose import method_class, parse_spec
 from ribench.errors import ConfigError, RibenchError
-from ribench.runner import execute, load_pretrained, resolve
+from ribench.runner import execute, resolve
 from ribench.store import Store
 from ribench.weights import changed_tensors
 
 from helpers import changed_keys, fit_method, state
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"]))
-
-
-@pytest.fixture(scope="module")
-def sup(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"]))
 
 
 @pytest.fixture(scope="module")

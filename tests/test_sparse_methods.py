@@ -19,22 +19,12 @@ from ribench.methods.ft import FineTune
 from ribench.methods.imp_reg import ImportanceReg
 from ribench.methods.importance import importance, normalise, prediction_entropy
 from ribench.methods.saft import mean_gradient
-from ribench.runner import execute, load_pretrained, resolve
+from ribench.runner import execute, resolve
 from ribench.sparse import SparseParameters, mask_size, optimizer_state_bytes, top_entries
 from ribench.store import Store
 from ribench.trainer import position_labels, start_training, training_step
 
 from helpers import fit_method, state
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"]))
-
-
-@pytest.fixture(scope="module")
-def sup(tiny_suite):
-    return load_pretrained(resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"]))
 
 
 @pytest.fixture(scope="module")
