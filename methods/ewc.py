@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from ribench.gradients import per_sample_gradient_means
-from ribench.method import Regularizer, anchored_parameters
+from ribench.method import Regularizer, add_to_gradients, anchored_parameters
 
 
 class EWC(Regularizer):
@@ -66,10 +66,7 @@ class EWC(Regularizer):
         if self.config.lam == 0:
             return
         params, anchors, fisher = self._anchors(ctx)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
         # ∇ = λ·F·(θ − θ0)
         diff = torch._foreach_sub(params, anchors)
         torch._foreach_mul_(diff, fisher)
-        torch._foreach_add_([p.grad for p in params], diff, alpha=self.config.lam)
+        add_to_gradients(params, diff, self.config.lam)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from ribench.layers import image_parameters
-from ribench.method import Regularizer
+from ribench.method import Regularizer, add_to_gradients
 from ribench.methods.importance import Cohort, Estimate, importance, normalise
 
 
@@ -90,11 +90,8 @@ class ImportanceReg(Regularizer):
         if self.config.lam == 0:
             return
         params, anchors, rbar = self._terms(ctx)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
         # ∇(λR) = λ·r̄·sign(θ − θ0)   (Eq. 8)
         step = torch._foreach_sub(params, anchors)
         torch._foreach_sign_(step)
         torch._foreach_mul_(step, rbar)
-        torch._foreach_add_([p.grad for p in params], step, alpha=self.config.lam)
+        add_to_gradients(params, step, self.config.lam)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ribench.method import Regularizer, anchored_parameters
+from ribench.method import Regularizer, add_to_gradients, anchored_parameters
 
 
 class L2SP(Regularizer):
@@ -42,9 +42,5 @@ class L2SP(Regularizer):
         if self.config.lam == 0:
             return
         params, anchors = self._anchors(ctx)
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
         # ∇Ω = λ(θ − θ0)
-        torch._foreach_add_([p.grad for p in params], torch._foreach_sub(params, anchors),
-                            alpha=self.config.lam)
+        add_to_gradients(params, torch._foreach_sub(params, anchors), self.config.lam)

@@ -287,3 +287,15 @@ def anchored_parameters(ctx: FitContext, backbone_only: bool = True):
         params.append(p)
         anchors.append(frozen[name].detach())
     return names, params, anchors
+
+
+@torch.no_grad()
+def add_to_gradients(params: list, terms: list, alpha: float) -> None:
+    """p.grad += alpha·term for each weight (a closed-form penalty gradient), one fused foreach op.
+
+    A weight that got no gradient from the loss (e.g. untouched by this batch) starts at zero.
+    """
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    torch._foreach_add_([p.grad for p in params], terms, alpha=alpha)

@@ -32,6 +32,29 @@ def fit_method(pretrained, method, overrides=(), seed=0, dataset="sketch", ingre
     return ctx.model, ctx, instance
 
 
+def closed_form_and_autograd(pretrained, method):
+    """(ctx, trained weights, their closed-form penalty gradients, autograd of `value`) at θ0 + noise.
+
+    The model is trained briefly, moved off θ0 everywhere (so |θ − θ0| is differentiable),
+    and the method's `after_backward` and `value(ctx).backward()` are read on zeroed grads.
+    """
+    _, ctx, instance = fit_method(pretrained, method, overrides=["epochs=1"])
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in ctx.model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn(p.shape, generator=gen))
+                p.grad = torch.zeros_like(p)
+    instance.after_backward(ctx)
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    closed = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    instance.value(ctx).backward()
+    auto = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    return ctx, instance, params, closed, auto
+
+
 def state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -10,7 +10,7 @@ from ribench.runner import execute, resolve
 from ribench.store import Store
 from ribench.weights import changed_tensors
 
-from helpers import changed_keys, fit_method, state
+from helpers import changed_keys, closed_form_and_autograd, fit_method, state
 
 
 @pytest.fixture(scope="module")
@@ -85,31 +85,12 @@ def test_penalties_move_the_same_weights_as_ft_but_differently(clip, ft_clip, me
     assert not all(torch.equal(ft_clip[k], after[k]) for k in ft_clip)
 
 
-def _perturbed_ctx(clip, method):
-    """A ctx whose model sits at θ0 + noise, with zeroed gradients, for closed-form checks."""
-    model, ctx, instance = fit_method(clip, method, overrides=["epochs=1"])
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in ctx.model.parameters():
-            if p.requires_grad:
-                p.add_(0.01 * torch.randn(p.shape, generator=gen))
-                p.grad = torch.zeros_like(p)
-    return ctx, instance
-
-
 @pytest.mark.parametrize("method", ["l2sp[lam=0.3]", "ewc[lam=0.3]", "ewc[lam=0.3,normalize=none]"])
 def test_penalty_gradient_matches_autograd_of_the_penalty(clip, method):
-    ctx, instance = _perturbed_ctx(clip, method)
-    instance.after_backward(ctx)
-    params = [p for p in ctx.model.parameters() if p.requires_grad]
-    closed = [p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    instance.value(ctx).backward()
+    ctx, _, _, closed, auto = closed_form_and_autograd(clip, method)
     compared = 0
-    for p, g in zip(params, closed):
-        auto = p.grad if p.grad is not None else torch.zeros_like(p)
-        torch.testing.assert_close(g, auto, rtol=1e-5, atol=1e-10)
+    for g, a in zip(closed, auto):
+        torch.testing.assert_close(g, a, rtol=1e-5, atol=1e-10)
         compared += int(g.abs().sum() > 0)
     assert compared > 10          # the backbone, not a trivial subset
     # the head carries no penalty
@@ -118,12 +99,12 @@ def test_penalty_gradient_matches_autograd_of_the_penalty(clip, method):
 
 
 def test_ewc_closed_form_is_lambda_fisher_times_displacement(clip):
-    ctx, instance = _perturbed_ctx(clip, "ewc[lam=0.3]")
-    instance.after_backward(ctx)
+    ctx, _, params, closed, _ = closed_form_and_autograd(clip, "ewc[lam=0.3]")
     pre = dict(ctx.pretrained.named_parameters())
     fisher = ctx.state["ewc_fisher"]
-    name, p = next((n, p) for n, p in ctx.model.named_parameters() if n in fisher and p.requires_grad)
-    torch.testing.assert_close(p.grad, 0.3 * fisher[name] * (p.detach() - pre[name]))
+    names = {id(p): n for n, p in ctx.model.named_parameters()}
+    (name, p, g) = next((names[id(p)], p, g) for p, g in zip(params, closed) if names[id(p)] in fisher)
+    torch.testing.assert_close(g, 0.3 * fisher[name] * (p.detach() - pre[name]))
     # normalize=mean: the Fisher's mean over all backbone weights is 1
     total = sum(f.double().sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values())
     assert float(total) == pytest.approx(1.0, rel=1e-6)
