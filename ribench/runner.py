@@ -68,10 +68,21 @@ def git_commit() -> str | None:
         return None
 
 
-def method_label(method_cls, config) -> str:
-    """'ft', or 'lp[fit=lbfgs]' when hyperparameters differ from the defaults."""
+def protocol_changes(protocol, suite_protocol) -> dict:
+    """The protocol settings a run overrides (`--set lr=...`), so that its label tells it apart."""
+    base = suite_protocol.as_dict()
+    return {k: v for k, v in protocol.as_dict().items() if base.get(k) != v}
+
+
+def method_label(method_cls, config, protocol_changed: dict | None = None) -> str:
+    """'ft', 'lp[fit=lbfgs]' when hyperparameters differ from the defaults, 'ft[lr=0.0001]' off the suite's protocol.
+
+    Two runs that differ only in protocol would otherwise share a label, and the
+    report could not tell their cells apart.
+    """
     defaults = method_cls.defaults()
     changed = {k: v for k, v in method_cls.settings(config).items() if defaults.get(k) != v}
+    changed.update(protocol_changed or {})
     if not changed:
         return method_cls.name
     return method_cls.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
@@ -106,7 +117,7 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
     spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights)
-    spec.label = method_label(method_cls, config)
+    spec.label = method_label(method_cls, config, protocol_changes(protocol, suite_obj.protocol))
     for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
         ingredient_spec(spec, name)
     return spec
@@ -123,7 +134,7 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
                           f"pretrain '{spec.preset.name}' has none")
     sub = dataclasses.replace(spec, method_cls=cls, method_config=config)
-    sub.label = method_label(cls, config)
+    sub.label = method_label(cls, config, protocol_changes(spec.protocol, spec.suite.protocol))
     if sub.label == spec.label:
         raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
     return sub
@@ -144,8 +155,8 @@ def _default_ingredient_labels() -> frozenset:
 
 
 def keeps_weights(spec: RunSpec) -> bool:
-    """Cells that a registered derived method needs by default store their weights."""
-    return spec.label in _default_ingredient_labels()
+    """Cells that a registered derived method needs by default store their weights (under any protocol)."""
+    return method_label(spec.method_cls, spec.method_config) in _default_ingredient_labels()
 
 
 def plan(spec: RunSpec, pretrained) -> list[Cell]:

@@ -174,3 +174,27 @@ def test_pretrain_command_writes_weights_and_a_card_that_load_back(capsys, tmp_p
     pre = build_mini_sup(rib_mini.build(), out)
     assert pre.weights_sha256 == card["sha256"]
     assert torch.equal(pre.model.head.weight, load_file(str(out))["head.weight"])
+
+
+def test_a_protocol_override_gets_its_own_label(capsys, tmp_path):
+    """`--set lr=...` beside a default run in one store: two labels, both reported, nothing refused."""
+    store = str(tmp_path / "s.sqlite")
+    for extra in ([], ["--set", "lr=0.05", "--set", "optimizer=adamw"]):
+        code, out, err = run_cli(capsys, *tiny_run("--method", "lp", "--datasets", "sketch", "--store", store,
+                                                    "--threads", "1", *extra))
+        assert code == 0, err
+    assert "lp[lr=0.05,optimizer=adamw]" in out
+    code, out, err = run_cli(capsys, "results", "--store", store, "--suite", "rib-tiny", "--include", TINY)
+    assert code == 0, err
+    rows = {line.split()[0] for line in out.splitlines() if line.startswith("lp")}
+    assert {"lp", "lp[lr=0.05,optimizer=adamw]"} <= rows
+
+
+def test_a_derived_method_off_protocol_looks_for_its_base_under_the_same_label():
+    from ribench.runner import ingredient_spec, keeps_weights, resolve
+
+    spec = resolve("wiseft", suite="rib-tiny", overrides=["lr=0.05"])
+    assert spec.label == "wiseft[lr=0.05]"
+    base = ingredient_spec(spec, "ft")
+    assert base.label == "ft[lr=0.05]" and base.protocol.lr == 0.05
+    assert keeps_weights(base)          # an ingredient keeps its weights whatever the protocol
