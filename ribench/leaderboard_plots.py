@@ -36,8 +36,9 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.png", folder / f"{stem}.svg"]
     with matplotlib.rc_context(_STYLE):
-        figure.savefig(paths[0], dpi=200, metadata={"Software": None})
-        figure.savefig(paths[1], metadata={"Date": None, "Creator": None})
+        # "tight": a legend below the axes is never cut off, however many methods it lists
+        figure.savefig(paths[0], dpi=200, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.05)
+        figure.savefig(paths[1], metadata={"Date": None, "Creator": None}, bbox_inches="tight", pad_inches=0.05)
     return paths
 
 
@@ -54,12 +55,34 @@ def _styled(function):
 
 
 def colours(labels: list[str]) -> dict[str, tuple]:
-    """One stable colour per method label (tab10 then tab20 by sorted label)."""
+    """One stable colour per method label, by sorted label: tab10, else tab20, else tab20 + tab20b + tab20c.
+
+    Distinct for up to 60 methods, so no two methods of one legend share a colour.
+    """
     from matplotlib import colormaps
 
     names = sorted(set(labels))
-    palette = colormaps["tab10"] if len(names) <= 10 else colormaps["tab20"]
-    return {label: palette(i % palette.N) for i, label in enumerate(names)}
+    if len(names) <= 10:
+        palette = [colormaps["tab10"](i) for i in range(10)]
+    elif len(names) <= 20:
+        palette = [colormaps["tab20"](i) for i in range(20)]
+    else:
+        palette = [colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    return {label: palette[i % len(palette)] for i, label in enumerate(names)}
+
+
+_LEGEND_COLUMNS = 2
+_LEGEND_ROW_INCHES = 0.19      # one row of a 7-pt legend, with its spacing
+
+
+def _legend_height(entries_per_panel: int) -> float:
+    """Inches a below-the-axes legend of that many entries needs, so the axes keep their size."""
+    return _LEGEND_ROW_INCHES * math.ceil(entries_per_panel / _LEGEND_COLUMNS) + 0.3
+
+
+def _legend_below(axes, offset: float) -> None:
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, offset), ncol=_LEGEND_COLUMNS, fontsize=7,
+                frameon=False)
 
 
 def trains_nothing(entry: dict) -> bool:
@@ -179,7 +202,8 @@ def _outline(row: int, column: int):
 def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
     """Mean ID accuracy against mean OOD accuracy (95% intervals), the pretrained model as a star."""
     grouped = _by_pretrain(entries)
-    figure = _figure(3.5 * len(grouped) + 0.3, 3.5)
+    largest = max(sum(not trains_nothing(e) for e in group) for group in grouped.values()) + 2
+    figure = _figure(3.5 * len(grouped) + 0.3, 3.5 + _legend_height(largest))
     axes_list = figure.subplots(1, len(grouped), squeeze=False)[0]
     for axes, (pretrain, group) in zip(axes_list, grouped.items()):
         pre = group[0]["pretrained"]
@@ -205,7 +229,7 @@ def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
         axes.set_ylabel("ID accuracy (%)\n(trained dataset's test set)")
         axes.set_title(pretrain)
         axes.grid(alpha=0.3)
-        axes.legend(loc="best", frameon=True)
+        _legend_below(axes, -0.3)
     figure.suptitle(f"{entries[0]['suite']}: in-distribution vs out-of-distribution accuracy, mean over "
                     "downstream datasets\n(the pretrained model lies on ID = OOD by construction; bars: 95% intervals)")
     return _save(figure, folder, "id-vs-ood")
@@ -226,7 +250,8 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
     grouped = {p: g for p, g in grouped.items() if g}
     if not grouped:
         return []
-    figure = _figure(3.6 * len(grouped) + 0.3, 3.6)
+    largest = max(len(group) for group in grouped.values())
+    figure = _figure(3.6 * len(grouped) + 0.3, 3.6 + _legend_height(largest))
     axes_list = figure.subplots(1, len(grouped), squeeze=False)[0]
     for axes, (pretrain, group) in zip(axes_list, grouped.items()):
         values = distances[pretrain]["values"]
@@ -256,7 +281,7 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
         axes.set_ylabel(f"forgetting of {pretrain_eval} (pp)")
         axes.set_title(pretrain)
         axes.grid(axis="y", alpha=0.3)
-        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7, frameon=False)
+        _legend_below(axes, -0.2)
     figure.suptitle(f"{entries[0]['suite']}: forgetting after fine-tuning on each downstream dataset\nvs its "
                     "distance to the pretraining domain (seed means; ρ = Spearman over datasets)")
     return _save(figure, folder, "forgetting-vs-otdd")

@@ -366,3 +366,30 @@ def test_outside_method_is_submitted_with_its_file(capsys, tmp_path, suite):
     assert entry["method"]["paper"] == "https://example.org/head-only"
     assert entry["method"]["description"] == "an outside method: trains only the head"
     assert not math.isnan(entry["metrics"]["mRI"]["mean"])
+
+
+@pytest.mark.parametrize("count", [3, 15, 24, 45])
+def test_every_method_of_a_legend_has_its_own_colour(count):
+    from ribench.leaderboard_plots import colours
+
+    labels = [f"method-{i:02d}" for i in range(count)]
+    palette = colours(labels + labels[:2])                    # repeats do not take a colour
+    assert len(palette) == count and len(set(palette.values())) == count
+    assert colours(list(reversed(labels))) == palette         # stable: by sorted label, whatever the order
+
+
+def test_a_long_legend_below_the_axes_is_not_cut_off(tmp_path, built):
+    """With 24 methods the id-vs-ood legend sits below the axes and the saved image grows to hold it."""
+    from PIL import Image
+
+    from ribench.leaderboard_plots import colours, id_vs_ood
+
+    _, entries = built
+    ft = next(e for e in entries if e["method"]["label"] == "ft")
+    many = [{**ft, "method": {**ft["method"], "label": f"variant-{i:02d}"}} for i in range(24)]
+    few_png = id_vs_ood([ft], tmp_path / "few", colours(["ft"]))[0]
+    many_png = id_vs_ood(many, tmp_path / "many", colours([e["method"]["label"] for e in many]))[0]
+    few, many_size = Image.open(few_png).size, Image.open(many_png).size
+    # 13 legend rows of 0.19 in at 200 dpi, beside the 2 rows of one method: ≥ 11 rows taller
+    assert many_size[1] - few[1] >= 11 * 0.19 * 200 * 0.9
+    assert "variant-23" in (tmp_path / "many" / "id-vs-ood.svg").read_text()
