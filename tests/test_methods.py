@@ -48,7 +48,7 @@ def test_bad_combinations_are_one_line_errors(name, message):
 
 def test_combination_settings_route_by_part(tiny_suite):
     spec = resolve("flyp+l2sp+lwf", "rib-tiny", "mini-clip", overrides=["alpha=0.5", "l2sp.lam=2", "epochs=1"])
-    assert spec.label == "flyp+l2sp+lwf[l2sp.lam=2.0,lwf.alpha=0.5]"
+    assert spec.label == "flyp+l2sp+lwf[epochs=1,l2sp.lam=2.0,lwf.alpha=0.5]"    # the protocol change too
     assert spec.protocol.epochs == 1
     with pytest.raises(ConfigError, match="ambiguous.*ewc.lam or l2sp.lam"):
         resolve("l2sp+ewc", "rib-tiny", "mini-clip", overrides=["lam=1"])
