@@ -88,6 +88,11 @@ def method_label(method_cls, config, protocol_changed: dict | None = None) -> st
     return method_cls.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
 
 
+def run_label(spec: "RunSpec") -> str:
+    """The label of a run's cells: its method settings and its protocol changes."""
+    return method_label(spec.method_cls, spec.method_config, protocol_changes(spec.protocol, spec.suite.protocol))
+
+
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
             overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
             data_root: str | None = None) -> RunSpec:
@@ -117,7 +122,7 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
     spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights)
-    spec.label = method_label(method_cls, config, protocol_changes(protocol, suite_obj.protocol))
+    spec.label = run_label(spec)
     for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
         ingredient_spec(spec, name)
     return spec
@@ -134,7 +139,7 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
                           f"pretrain '{spec.preset.name}' has none")
     sub = dataclasses.replace(spec, method_cls=cls, method_config=config)
-    sub.label = method_label(cls, config, protocol_changes(spec.protocol, spec.suite.protocol))
+    sub.label = run_label(sub)
     if sub.label == spec.label:
         raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
     return sub
