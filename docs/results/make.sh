@@ -7,9 +7,9 @@
 #              surprise surprise-diff criticality-identity criticality-random digrap; do
 #       ribench run --method "$m" --pretrain $p --seeds 0,1,2 --store STORE; done; done
 #   ribench run --method flyp --pretrain mini-clip --seeds 0,1,2 --store STORE
-#   for m in saft ft; do      # SAFT's own optimizer (AdamW, wd 0.1), at lr 1e-4, and ft under the same
-#     ribench run --method $m --pretrain mini-clip --seeds 0,1,2 --store STORE \
-#       --set optimizer=adamw --set weight_decay=0.1 --set lr=0.0001; done
+#   for p in mini-clip mini-sup; do for m in saft ft; do  # SAFT's own optimizer (AdamW, wd 0.1), lr 1e-4; ft the same
+#     ribench run --method $m --pretrain $p --seeds 0,1,2 --store STORE \
+#       --set optimizer=adamw --set weight_decay=0.1 --set lr=0.0001; done; done
 #   bash docs/results/make.sh STORE
 set -euo pipefail
 store=${1:?usage: make.sh STORE}
