@@ -8,10 +8,10 @@ import copy
 import pytest
 import torch
 
-from ribench.evaluate import evaluate_all
-from ribench.method import FitContext
-from ribench.runner import load_pretrained, resolve
-from ribench.trainer import position_labels, start_training, training_step
+from ribench.engine.evaluate import evaluate_all
+from ribench.engine.context import FitContext
+from ribench.run.runner import load_pretrained, resolve
+from ribench.engine.trainer import position_labels, start_training, training_step
 
 
 @pytest.fixture(scope="module", params=["mini-clip", "mini-sup"])

@@ -2,7 +2,7 @@
 
 Each method trains on rib-mini's `sketch` train split at the protocol's batch
 size; one benchmark round is one optimizer step with the method's hooks
-(`ribench.trainer.training_step`). `extra_info` records the median step time
+(`ribench.engine.trainer.training_step`). `extra_info` records the median step time
 relative to ft's (an ft step runs before each round, timed apart) and the one-time cost of the method's preparation (EWC's
 Fisher, SAFT's mean gradient, importance, Auto-RGN's gradient norms, surprise,
 criticality) in ft steps and in ft epochs of the split, and the bytes of the
@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import torch
 
-from ribench.features import cached_features
-from ribench.method import FitContext
-from ribench.runner import load_pretrained, resolve
-from ribench.sparse import optimizer_state_bytes
-from ribench.trainer import position_labels, start_training, steps_per_epoch, training_step
+from ribench.data.features import cached_features
+from ribench.engine.context import FitContext
+from ribench.run.runner import load_pretrained, resolve
+from ribench.toolkit.sparse import optimizer_state_bytes
+from ribench.engine.trainer import position_labels, start_training, steps_per_epoch, training_step
 
 METHODS = ["ft", "l2sp", "ewc", "lwf", "l2sp+lwf", "vpt", "lora", "lpft", "flyp",
            "saft", "imp-select", "imp-reg", "auto-rgn", "auto-rgn-hessian", "auto-rgn-change",

@@ -11,7 +11,7 @@ the base rate times a weight in [0, 1]:
 
 g = ∇ mean cross-entropy at θ0. "tgt" is a seeded sample of the downstream
 train split, "src" a seeded sample of the pretraining-domain split (`ctx.source`,
-labels restricted to its class mask, as ribench.gradients does).
+labels restricted to its class mask, as ribench.toolkit.gradients does).
 
 When the weights are computed. Seed 002 describes the Auto-RGN baseline of
 Lee et al. as "at each fine-tuning step" (Sec. 4.1): `auto-rgn` recomputes the
@@ -59,9 +59,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ribench.layers import image_parameters
-from ribench.method import Method, ParamGroup
-from ribench.trainer import position_labels
+from ribench.toolkit.layers import image_parameters
+from ribench.engine.method import Method, ParamGroup
+from ribench.engine.trainer import position_labels
 
 # ---- shared by the seed-002 methods (surprise, criticality import these) ---------------------
 

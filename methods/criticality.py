@@ -48,8 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ribench.layers import blocks, transformer_blocks
-from ribench.method import FitContext
+from ribench.toolkit.layers import blocks, transformer_blocks
+from ribench.engine.context import FitContext
 from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, labelled_batches, relative, sample_indices,
                                       trainable_layers, weighted_groups)
 
@@ -123,7 +123,7 @@ class _Criticality(LayerwiseRates):
         if self.config.partial_epochs <= 0:
             return ctx.model
         from ribench.methods.ft import FineTune
-        from ribench.trainer import train
+        from ribench.engine.trainer import train
 
         sub = FitContext(copy.deepcopy(ctx.model), ctx.pretrained, ctx.train, ctx.source, ctx.preprocess,
                          dataclasses.replace(ctx.protocol, epochs=self.config.partial_epochs), ctx.seed,

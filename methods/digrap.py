@@ -63,8 +63,9 @@ from dataclasses import dataclass
 import torch
 
 from ribench.errors import ConfigError
-from ribench.layers import image_parameters
-from ribench.method import FitContext, Method
+from ribench.toolkit.layers import image_parameters
+from ribench.engine.context import FitContext
+from ribench.engine.method import Method
 
 BETA1, BETA2 = 0.9, 0.999
 

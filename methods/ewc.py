@@ -20,8 +20,9 @@ from typing import Literal
 
 import torch
 
-from ribench.gradients import per_sample_gradient_means
-from ribench.method import Regularizer, add_to_gradients, anchored_parameters
+from ribench.toolkit.gradients import per_sample_gradient_means
+from ribench.engine.method import Regularizer
+from ribench.toolkit.penalties import add_to_gradients, anchored_parameters
 
 
 class EWC(Regularizer):

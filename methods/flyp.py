@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ribench.errors import ConfigError
-from ribench.method import Method, ParamGroup
+from ribench.engine.method import Method, ParamGroup
 
 
 class FLYP(Method):

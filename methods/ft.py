@@ -6,7 +6,7 @@ momentum 0.9, warm-up then cosine); ft adds nothing to them.
 
 from dataclasses import dataclass
 
-from ribench.method import Method
+from ribench.engine.method import Method
 
 
 class FineTune(Method):

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ribench.layers import image_parameters
-from ribench.method import Regularizer, add_to_gradients
+from ribench.toolkit.layers import image_parameters
+from ribench.engine.method import Regularizer
+from ribench.toolkit.penalties import add_to_gradients
 from ribench.methods.importance import Cohort, Estimate, importance, normalise
 
 

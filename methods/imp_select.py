@@ -13,7 +13,7 @@ per "neuron", per-sample gradients, CE or label-free entropy) are those of
 - The mask has ⌊kD⌋ entries; ties are broken as in `saft`: a stable sort by
   (−r, position in the image classifier's tensors laid end to end).
 - Eq. 5 is plain SGD; the suite's protocol optimizer runs instead, on the masked
-  entries only (`ribench.sparse`): no momentum, weight decay or Adam moment ever
+  entries only (`ribench.toolkit.sparse`): no momentum, weight decay or Adam moment ever
   touches an unmasked weight, and only the masked entries hold optimizer state.
   k = 1 is `ft`, bit for bit.
 - `reverse=true` trains the k% *least* important weights (the paper's "reversed
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ribench.errors import ConfigError
 from ribench.methods.importance import Estimate, importance
-from ribench.sparse import MaskedFineTune, mask_size
+from ribench.toolkit.sparse import MaskedFineTune, mask_size
 
 
 class ImportanceSelect(MaskedFineTune):

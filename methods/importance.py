@@ -11,14 +11,14 @@ Shared by `imp-select` (Algorithm 1) and `imp-reg` (Algorithm 2).
   gradients summed in float64). "Neuron" in the paper is one scalar weight
   (Eqs. 5-8 index weights w_i), so r has the shape of the weights.
 - Scored weights: the image classifier, backbone and head
-  (`ribench.layers.image_parameters`); a CLIP text tower is not scored.
+  (`ribench.toolkit.layers.image_parameters`); a CLIP text tower is not scored.
 - L is cross-entropy on the split's classes (`estimate=ce`), or the entropy of
   the model's own softmax prediction, which needs no labels (`estimate=entropy`,
   the paper's "unsupervised estimation of r", Table 4 row #6).
 - Eq. 7 as printed ("r̄_i = ‖r_i‖_∞, w_i ∈ S_i") lost its numerator; its text and
   Table 4 ("block-wise / layer-wise / global norm") make it r_i divided by the
   largest r in the cohort, so the most important weight of every cohort has
-  r̄ = 1. Cohorts (`ribench.layers.cohorts`): "block" (a transformer block; the
+  r̄ = 1. Cohorts (`ribench.toolkit.layers.cohorts`): "block" (a transformer block; the
   stem, the final norm/projection and the head are blocks of their own; the
   paper's default), "layer" (one tensor), "global". A cohort whose importance
   is all zero gets r̄ = 0.
@@ -32,8 +32,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ribench.gradients import classification_loss, per_sample_gradient_means
-from ribench.layers import cohorts, image_parameters
+from ribench.toolkit.gradients import classification_loss, per_sample_gradient_means
+from ribench.toolkit.layers import cohorts, image_parameters
 
 Estimate = Literal["ce", "entropy"]
 Cohort = Literal["block", "layer", "global"]

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ribench.method import Regularizer, add_to_gradients, anchored_parameters
+from ribench.engine.method import Regularizer
+
+from ribench.toolkit.penalties import add_to_gradients, anchored_parameters
 
 
 class L2SP(Regularizer):

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ribench.errors import ConfigError
-from ribench.method import Method, ParamGroup
+from ribench.engine.method import Method, ParamGroup
 
 
 class QueryValueLoRA(nn.Module):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ribench.method import Method, ParamGroup
-from ribench.trainer import build_optimizer, position_labels, steps_per_epoch
+from ribench.engine.method import Method, ParamGroup
+from ribench.engine.trainer import build_optimizer, position_labels, steps_per_epoch
 
 
 class LinearProbe(Method):

@@ -8,8 +8,8 @@ that head under the suite's protocol.
 
 from dataclasses import dataclass
 
-from ribench.method import Method
-from ribench.weights import load_changed
+from ribench.engine.method import Method
+from ribench.toolkit.weights import load_changed
 
 
 class LPFT(Method):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ribench.method import Regularizer
+from ribench.engine.method import Regularizer
 
 
 class LwF(Regularizer):

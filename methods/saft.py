@@ -12,7 +12,7 @@ Phase 2: train; after every step reset the unmasked weights to θ0.
   over the batch and divided by N, gradients accumulated by backward, in eval
   mode (no dropout) and float32 without autocast.
 - D counts every scalar weight of the image classifier, backbone and head
-  (`ribench.layers.image_parameters`), ranked all at once, not per layer.
+  (`ribench.toolkit.layers.image_parameters`), ranked all at once, not per layer.
   The paper fine-tunes both CLIP towers and classifies through the text tower;
   ribench's CLIP classifier holds the class text embeddings in its zero-shot
   head, which is ranked with the image tower.
@@ -22,7 +22,7 @@ Phase 2: train; after every step reset the unmasked weights to θ0.
   stable sort by (−|w|, position), the position being the weight's index when
   the image classifier's tensors are laid end to end in parameter order.
 - The reset is exact and free: only the masked entries are given to the
-  optimizer (`ribench.sparse`), so the others are never written and no momentum
+  optimizer (`ribench.toolkit.sparse`), so the others are never written and no momentum
   or weight decay can move them, and the optimizer keeps state for the d masked
   weights only (the paper resets dense weights and leaves sparse optimizers such
   as SparseAdam to future work). The masked weights follow the paper's
@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from ribench.errors import ConfigError
-from ribench.layers import image_parameters
-from ribench.sparse import MaskedFineTune, mask_size
-from ribench.trainer import position_labels
+from ribench.toolkit.layers import image_parameters
+from ribench.toolkit.sparse import MaskedFineTune, mask_size
+from ribench.engine.trainer import position_labels
 
 
 def mean_gradient(ctx, batch_size: int | None = None) -> "OrderedDict[str, torch.Tensor]":

@@ -12,10 +12,10 @@ trained on.)
 import time
 from dataclasses import dataclass
 
-from ribench.compose import split_top_level
+from ribench.engine.settings import split_top_level
 from ribench.errors import ConfigError
-from ribench.method import Method
-from ribench.weights import full_state, weighted_average
+from ribench.engine.method import Method
+from ribench.toolkit.weights import full_state, weighted_average
 
 
 class Soup(Method):

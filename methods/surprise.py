@@ -15,7 +15,7 @@ stated purpose, "to isolate the surprise due to a particular layer from the
 previous layers", is the increase. We implement max(0, ·) and read min as a
 typo. The first layer (stem) has no previous layer: s*_stem = s_stem.
 
-Layers of a ViT (ribench.layers vocabulary), each with its own activation:
+Layers of a ViT (ribench.toolkit.layers vocabulary), each with its own activation:
 stem → the tokens entering the first transformer block (patch embedding + class
 token + position embedding + pre-norm); block.i → the output of block i;
 post → the image features the head reads (final norm / pooling / projection;
@@ -46,7 +46,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ribench.layers import blocks, transformer_blocks
+from ribench.toolkit.layers import blocks, transformer_blocks
 from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
                                       weighted_groups)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ribench.method import Method, ParamGroup
+from ribench.engine.method import Method, ParamGroup
 from ribench.pretrains.base import Classifier
 
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 
 from ribench.errors import ConfigError
-from ribench.method import Method
-from ribench.weights import full_state, weighted_average
+from ribench.engine.method import Method
+from ribench.toolkit.weights import full_state, weighted_average
 
 
 class WiSEFT(Method):

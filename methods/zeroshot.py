@@ -7,7 +7,7 @@ the pretrained classifier restricted to the suite's classes.
 
 from dataclasses import dataclass
 
-from ribench.method import Method
+from ribench.engine.method import Method
 
 
 class ZeroShot(Method):

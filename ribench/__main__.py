@@ -1,3 +1,3 @@
-from .cli import entry
+from ribench.cli.main import entry
 
 entry()

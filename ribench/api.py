@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from .catalog import SUITES
-from .errors import RibenchError
-from .report import Summary, summarize
-from .store import Store, default_store_path
+from ribench.catalog import SUITES
+from ribench.errors import RibenchError
+from ribench.report.metrics import Summary, summarize
+from ribench.store import Store, default_store_path
 
 
 def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
         overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print,
         data_root=None):
     """Run (or resume) the cells of one method; returns the run's counts."""
-    from .runner import execute, load_pretrained, resolve
+    from ribench.run.runner import execute, load_pretrained, resolve
 
     spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root)
     pretrained = load_pretrained(spec)

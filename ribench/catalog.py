@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .registry import Registry
+from ribench.registry import Registry
 
 METHODS = Registry("method")
 SUITES = Registry("suite")

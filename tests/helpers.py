@@ -4,9 +4,9 @@ import copy
 
 import torch
 
-from ribench.features import cached_features
-from ribench.method import FitContext
-from ribench.runner import resolve
+from ribench.data.features import cached_features
+from ribench.engine.context import FitContext
+from ribench.run.runner import resolve
 
 
 def fit_method(pretrained, method, overrides=(), seed=0, dataset="sketch", ingredients=None,
@@ -67,7 +67,7 @@ def changed_keys(before, after):
 OUTSIDE_METHOD = '''
 from dataclasses import dataclass
 from ribench.catalog import METHODS
-from ribench.method import Method, ParamGroup
+from ribench.engine.method import Method, ParamGroup
 
 
 @METHODS.register("{name}", description="an outside method: trains only the head")
@@ -86,7 +86,7 @@ class HeadOnly(Method):
 
 
 def run_cli(capsys, *argv):
-    from ribench.cli import main
+    from ribench.cli.main import main
 
     code = main(list(argv))
     out, err = capsys.readouterr()

@@ -191,7 +191,7 @@ def test_a_protocol_override_gets_its_own_label(capsys, tmp_path):
 
 
 def test_a_derived_method_off_protocol_looks_for_its_base_under_the_same_label():
-    from ribench.runner import ingredient_spec, keeps_weights, resolve
+    from ribench.run.runner import ingredient_spec, keeps_weights, resolve
 
     spec = resolve("wiseft", suite="rib-tiny", overrides=["lr=0.05"])
     assert spec.label == "wiseft[lr=0.05]"

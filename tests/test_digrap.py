@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from ribench.errors import ConfigError
-from ribench.method import Batch, FitContext
+from ribench.engine.context import Batch, FitContext
 from ribench.pretrains.base import Classifier
-from ribench.protocol import Protocol
-from ribench.runner import resolve
-from ribench.trainer import position_labels
+from ribench.engine.protocol import Protocol
+from ribench.run.runner import resolve
+from ribench.engine.trainer import position_labels
 
 from helpers import changed_keys, fit_method, state
 
@@ -228,7 +228,7 @@ def test_full_projection_on_a_real_gradient(clip):
 
 
 def test_the_runner_stores_the_learned_strengths_with_the_cell(tmp_path, clip):
-    from ribench.runner import execute
+    from ribench.run.runner import execute
     from ribench.store import Store
 
     store = Store(tmp_path / "r.sqlite")

@@ -1,4 +1,4 @@
-"""OTDD (ribench.distance): the ten checks of OTDD.md on small synthetic feature sets,
+"""OTDD (ribench.distance.otdd): the ten checks of OTDD.md on small synthetic feature sets,
 solver failures as errors, and `ribench distance` end to end on rib-tiny."""
 
 import json
@@ -10,8 +10,8 @@ import ot
 import pytest
 import torch
 
-from ribench import distance as dist
-from ribench.distance import DistanceError, DistanceOptions, LabelledFeatures, otdd
+from ribench.distance import otdd as dist
+from ribench.distance.otdd import DistanceError, DistanceOptions, LabelledFeatures, otdd
 
 HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")
@@ -292,7 +292,7 @@ def _fake_ft_store(path, suite):
 
 
 def test_distance_command_prints_matrix_writes_plots_and_relates_to_forgetting(capsys, tmp_path, tiny_suite):
-    from ribench.cli import main
+    from ribench.cli.main import main
 
     store = tmp_path / "results.sqlite"
     _fake_ft_store(store, tiny_suite)
@@ -332,7 +332,7 @@ def test_distance_command_prints_matrix_writes_plots_and_relates_to_forgetting(c
     (["--suite", "rib-tiyn"], "did you mean 'rib-tiny'?"),
 ])
 def test_distance_command_user_errors_are_one_line_and_exit_2(capsys, tmp_path, extra, expected):
-    from ribench.cli import main
+    from ribench.cli.main import main
 
     code = main(["distance", "--include", TINY, "--suite", "rib-tiny", "--out", str(tmp_path), *extra])
     err = capsys.readouterr().err
@@ -340,7 +340,7 @@ def test_distance_command_user_errors_are_one_line_and_exit_2(capsys, tmp_path, 
 
 
 def test_forgetting_relation_reads_the_summary():
-    from ribench.report import summarize
+    from ribench.report.metrics import summarize
     from ribench.store import CellRecord
 
     cells = [CellRecord(key=f"k{i}", suite="s", pretrain="p", method="ft", label="ft", dataset=d, seed=0,

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from ribench.data import TestSplit, TrainSplit, holdout
-from ribench.method import FitContext
-from ribench.protocol import Protocol
-from ribench.runner import execute, load_pretrained, resolve
+from ribench.data.splits import TestSplit, TrainSplit, holdout
+from ribench.engine.context import FitContext
+from ribench.engine.protocol import Protocol
+from ribench.run.runner import execute, load_pretrained, resolve
 from ribench.store import Store
 
 from helpers import fit_method, state as _state
@@ -62,7 +62,7 @@ def test_lp_leaves_backbone_bit_identical_and_trains_head(clip_spec, clip_pretra
 
 
 def test_lp_lbfgs_fits_the_train_split_better_than_protocol(clip_spec, clip_pretrained):
-    from ribench.evaluate import accuracy
+    from ribench.engine.evaluate import accuracy
 
     proto, _ = _train_model(clip_spec, clip_pretrained, "lp")
     conv, _ = _train_model(clip_spec, clip_pretrained, "lp", overrides=["fit=lbfgs"])
@@ -142,8 +142,8 @@ def test_clip_head_is_built_from_the_text_tower(clip_pretrained):
 
 
 def test_lp_evaluated_on_cached_features_equals_full_forward(clip_spec, clip_pretrained):
-    from ribench.evaluate import evaluate_all
-    from ribench.features import cached_features
+    from ribench.engine.evaluate import evaluate_all
+    from ribench.data.features import cached_features
 
     model, _ = _train_model(clip_spec, clip_pretrained, "lp")
     suite = clip_spec.suite

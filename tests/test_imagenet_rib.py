@@ -18,9 +18,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ribench.catalog import PRETRAINS  # noqa: E402
-from ribench.cli import main  # noqa: E402
+from ribench.cli.main import main  # noqa: E402
 from ribench.errors import DataError, MissingWeightsError, RibenchError  # noqa: E402
-from ribench.images import ImageFiles, ImageGeometry  # noqa: E402
+from ribench.data.images import ImageFiles, ImageGeometry  # noqa: E402
 from ribench.pretrains import real  # noqa: E402
 from ribench.pretrains.presets import PretrainPreset  # noqa: E402
 from ribench.suites import imagenet_rib as R  # noqa: E402

@@ -1,9 +1,9 @@
-"""One block vocabulary for timm and open_clip ViTs (ribench.layers)."""
+"""One block vocabulary for timm and open_clip ViTs (ribench.toolkit.layers)."""
 
 import pytest
 
-from ribench.layers import block_of, blocks, cohorts, image_parameters, transformer_blocks
-from ribench.runner import load_pretrained, resolve
+from ribench.toolkit.layers import block_of, blocks, cohorts, image_parameters, transformer_blocks
+from ribench.run.runner import load_pretrained, resolve
 
 
 @pytest.mark.parametrize("pretrain, stem, post", [

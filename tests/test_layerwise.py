@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from ribench.catalog import SUITES
-from ribench.compose import method_class
-from ribench.features import cached_features
-from ribench.layers import blocks, transformer_blocks
-from ribench.method import FitContext
+from ribench.engine.compose import method_class
+from ribench.data.features import cached_features
+from ribench.toolkit.layers import blocks, transformer_blocks
+from ribench.engine.context import FitContext
 from ribench.methods.auto_rgn import AutoRGN, lbfgs_pairs, two_loop
 from ribench.methods.criticality import reinitialised
 from ribench.methods.surprise import histogram, kl_per_dimension, layer_surprise
-from ribench.runner import resolve
-from ribench.trainer import position_labels
+from ribench.run.runner import resolve
+from ribench.engine.trainer import position_labels
 
 from helpers import changed_keys, fit_method, state
 
@@ -350,7 +350,7 @@ def test_weights_forced_to_one_give_ft_and_no_test_split_is_read(method, clip, s
 
 
 def test_the_cell_records_its_layer_weights(tmp_path, sup):
-    from ribench.runner import execute
+    from ribench.run.runner import execute
     from ribench.store import Store
 
     store = Store(tmp_path / "r.sqlite")

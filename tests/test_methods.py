@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from ribench.compose import method_class, parse_spec
+from ribench.engine.compose import method_class
+
+from ribench.engine.settings import parse_spec
 from ribench.errors import ConfigError, RibenchError
-from ribench.runner import execute, resolve
+from ribench.run.runner import execute, resolve
 from ribench.store import Store
-from ribench.weights import changed_tensors
+from ribench.toolkit.weights import changed_tensors
 
 from helpers import changed_keys, closed_form_and_autograd, fit_method, state
 
@@ -112,8 +114,8 @@ def test_ewc_closed_form_is_lambda_fisher_times_displacement(clip):
 
 def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
     """vmap(grad) against a plain loop over single samples."""
-    from ribench.gradients import per_sample_gradient_means
-    from ribench.trainer import position_labels
+    from ribench.toolkit.gradients import per_sample_gradient_means
+    from ribench.engine.trainer import position_labels
 
     model = clip.model
     split = tiny_suite.train_split("cartoon")
@@ -138,7 +140,7 @@ def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
 
 
 def test_lwf_penalty_is_zero_at_the_pretrained_model_and_matches_its_formula(clip):
-    from ribench.method import Batch
+    from ribench.engine.context import Batch
 
     _, ctx, instance = fit_method(clip, "lwf[T=3,alpha=0.7]", overrides=["epochs=1"])
     split = ctx.train

@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from ribench.compose import method_class
-from ribench.data import TrainSplit
+from ribench.engine.compose import method_class
+from ribench.data.splits import TrainSplit
 from ribench.errors import ConfigError
-from ribench.features import cached_features
-from ribench.gradients import per_sample_gradient_means
-from ribench.layers import cohorts, image_parameters
-from ribench.method import FitContext
+from ribench.data.features import cached_features
+from ribench.toolkit.gradients import per_sample_gradient_means
+from ribench.toolkit.layers import cohorts, image_parameters
+from ribench.engine.context import FitContext
 from ribench.methods.ft import FineTune
 from ribench.methods.imp_reg import ImportanceReg
 from ribench.methods.importance import importance, normalise, prediction_entropy
 from ribench.methods.saft import mean_gradient
-from ribench.runner import execute, resolve
-from ribench.sparse import SparseParameters, mask_size, optimizer_state_bytes, top_entries
+from ribench.run.runner import execute, resolve
+from ribench.toolkit.sparse import SparseParameters, mask_size, optimizer_state_bytes, top_entries
 from ribench.store import Store
-from ribench.trainer import position_labels, start_training, training_step
+from ribench.engine.trainer import position_labels, start_training, training_step
 
 from helpers import closed_form_and_autograd, fit_method, state
 

@@ -6,8 +6,8 @@ Registered as suite 'rib-tiny'; importable through `ribench run --include`.
 import numpy as np
 
 from ribench.catalog import SUITES
-from ribench.data import TestSplit, TrainSplit
-from ribench.protocol import Protocol
+from ribench.data.splits import TestSplit, TrainSplit
+from ribench.engine.protocol import Protocol
 from ribench.suites import rib_mini
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 6

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import MissingWeightsError, RibenchError
-from .base import ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file
+from ribench.errors import MissingWeightsError, RibenchError
+from ribench.pretrains.base import ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -73,8 +73,8 @@ class CompactTokenizer:
 
 
 def _clip_texts():
-    from ..suites import rib_mini as M
-    from ..suites.rib_mini_render import CLASS_NAMES, COLOR_NAMES
+    from ribench.suites import rib_mini as M
+    from ribench.suites.rib_mini_render import CLASS_NAMES, COLOR_NAMES
 
     words = [f.format(style=s, color=c + " ", shape=n, size=z)
              for f in M.CAPTION_FORMS for _, s, _ in M.CORPUS_STYLES
@@ -123,7 +123,7 @@ def build_mini_clip(suite, weights: str | Path | None = None) -> Pretrained:
 
 
 def build_mini_sup(suite, weights: str | Path | None = None) -> Pretrained:
-    from ..suites.rib_mini_render import CLASS_NAMES
+    from ribench.suites.rib_mini_render import CLASS_NAMES
 
     state, meta, digest = _load_state("mini-sup", weights)
     vit = new_vit(len(CLASS_NAMES))
@@ -147,7 +147,7 @@ def pretrain(name: str, out: Path | None = None, threads: int | None = None, ste
     """Pretrain a mini preset on the rib-mini corpus and write safetensors + a JSON card."""
     from safetensors.torch import save_file
 
-    from ..suites import rib_mini
+    from ribench.suites import rib_mini
 
     if name not in RECIPES:
         raise RibenchError(f"'{name}' is not an embedded pretrain; choose one of {', '.join(RECIPES)}")
@@ -232,7 +232,7 @@ def _monitor(model, name, suite, preprocess):
 
 def describe(name: str, suite, weights: Path | None = None, device: str = "cpu") -> dict:
     """Accuracy of a mini preset on every test split of rib-mini (its model card)."""
-    from ..evaluate import evaluate_all
+    from ribench.engine.evaluate import evaluate_all
 
     builder = build_mini_clip if name == "mini-clip" else build_mini_sup
     pre = builder(suite, weights)

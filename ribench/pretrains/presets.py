@@ -24,7 +24,7 @@ class PretrainPreset:
 
 def _mini(name):
     def build(suite, weights=None):
-        from . import mini
+        from ribench.pretrains import mini
 
         return (mini.build_mini_clip if name == "mini-clip" else mini.build_mini_sup)(suite, weights)
     return build

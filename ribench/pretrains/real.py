@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, MissingWeightsError, RibenchError
-from ..images import ImageGeometry
-from ..paths import cache_dir
-from .base import ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file
-from .presets import PretrainPreset, weights_dir
+from ribench.errors import ConfigError, MissingWeightsError, RibenchError
+from ribench.data.images import ImageGeometry
+from ribench.paths import cache_dir
+from ribench.pretrains.base import ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file
+from ribench.pretrains.presets import PretrainPreset, weights_dir
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import TestSplit, TrainSplit
-from ..errors import UnknownNameError
-from ..protocol import Protocol
+from ribench.data.splits import TestSplit, TrainSplit
+from ribench.errors import UnknownNameError
+from ribench.engine.protocol import Protocol
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Suite:
     def attach_data(self, data_root) -> None:
         """Point a suite that reads image files at its data (--data-root); generated suites take none."""
         if data_root is not None:
-            from ..errors import ConfigError
+            from ribench.errors import ConfigError
 
             raise ConfigError(f"suite '{self.name}' is generated; --data-root does not apply to it")
 

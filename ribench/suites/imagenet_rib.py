@@ -6,7 +6,7 @@ about a dataset — where it lives under the data root, its classes and their
 ImageNet indices, its class mask, the expected image counts, where it is
 published, how it is split — is in its manifest in `data_manifests/imagenet-rib/`;
 this module only follows them. Images are decoded per batch with the pretrained
-model's eval transform (`ribench.images`), never loaded whole.
+model's eval transform (`ribench.data.images`), never loaded whole.
 
 Splits are deterministic and class-stratified by a hash of each image's key
 (its ImageNet validation id for the four datasets made from ImageNet val, so
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import TestSplit, TrainSplit
-from ..errors import ConfigError, DataError, RibenchError
-from ..images import ImageFiles, ImageGeometry, decode_threads, hash_names_and_sizes, is_image_file
-from ..paths import manifest_dir
-from ..protocol import Protocol
-from .base import DatasetInfo, Suite
+from ribench.data.splits import TestSplit, TrainSplit
+from ribench.errors import ConfigError, DataError, RibenchError
+from ribench.data.images import ImageFiles, ImageGeometry, decode_threads, hash_names_and_sizes, is_image_file
+from ribench.paths import manifest_dir
+from ribench.engine.protocol import Protocol
+from ribench.suites.base import DatasetInfo, Suite
 
 SUITE = "imagenet-rib"
 DATASETS = ("imagenet-v2", "imagenet-a", "imagenet-r", "imagenet-sketch", "objectnet",

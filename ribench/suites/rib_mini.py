@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import TestSplit, TrainSplit
-from ..errors import RibenchError
-from ..paths import cache_dir, manifest_dir
-from ..protocol import Protocol
-from . import rib_mini_render as R
-from . import rib_mini_styles as S
-from .base import DatasetInfo, Suite
+from ribench.data.splits import TestSplit, TrainSplit
+from ribench.errors import RibenchError
+from ribench.paths import cache_dir, manifest_dir
+from ribench.engine.protocol import Protocol
+from ribench.suites import rib_mini_render as R
+from ribench.suites import rib_mini_styles as S
+from ribench.suites.base import DatasetInfo, Suite
 
 GENERATOR_VERSION = "1"
 ROOT_SEED = 20261123
@@ -198,7 +198,7 @@ class RibMini(Suite):
 
 
 # ImageNet-RIB's optimizer and schedule; lr chosen on held-out 25% of the downstream
-# train splits (python -m ribench.select_protocol; docs/rib-mini.md, docs/protocol/).
+# train splits (python -m ribench.run.select_protocol; docs/rib-mini.md, docs/protocol/).
 RIB_MINI_PROTOCOL = Protocol(
     optimizer="sgd", lr=3e-3, momentum=0.9, weight_decay=0.0,
     warmup_steps=10, epochs=5, batch_size=64, schedule="cosine", eval_batch_size=500,

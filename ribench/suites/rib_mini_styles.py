@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import rib_mini_render as R
+from ribench.suites import rib_mini_render as R
 
 
 def _shape_frame(rng, labels, radius=(7.0, 11.0)):

@@ -243,7 +243,7 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
     ``distances``: pretrain -> {"quantity": str, "values": {dataset: distance}}; pretrains without
     distances get no panel, and with none the figure is not written.
     """
-    from .distance import spearman
+    from ribench.distance.otdd import spearman
 
     grouped = {p: [e for e in g if not trains_nothing(e)] for p, g in _by_pretrain(entries).items()
                if p in distances}

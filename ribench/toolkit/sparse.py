@@ -34,8 +34,8 @@ from typing import Mapping
 
 import torch
 
-from .errors import ConfigError, RibenchError
-from .method import Method, ParamGroup
+from ribench.errors import ConfigError, RibenchError
+from ribench.engine.method import Method, ParamGroup
 
 
 def mask_size(fraction: float, total: int) -> int:
@@ -175,7 +175,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 class MaskedFineTune(Method):
     """Train a fixed mask of the image classifier's weights; the rest stay at θ0.
 
-    Subclasses give `scores(ctx)` ({name: score} over `ribench.layers.image_parameters`,
+    Subclasses give `scores(ctx)` ({name: score} over `ribench.toolkit.layers.image_parameters`,
     higher is selected) and `mask_count(total)`. The mask is chosen once, in
     `prepare`, at the starting weights.
     """
@@ -189,7 +189,7 @@ class MaskedFineTune(Method):
         raise NotImplementedError
 
     def prepare(self, ctx):
-        from .layers import image_parameters
+        from ribench.toolkit.layers import image_parameters
 
         params = image_parameters(ctx.model)
         scores = self.scores(ctx)

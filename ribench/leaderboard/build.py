@@ -21,9 +21,9 @@ import math
 import re
 from pathlib import Path
 
-from .errors import RibenchError
-from .leaderboard import OVERALL
-from . import leaderboard_plots as plots
+from ribench.errors import RibenchError
+from ribench.leaderboard.entries import OVERALL
+from ribench.leaderboard import plots
 
 __all__ = ["build_suite", "load_distances"]
 
@@ -249,7 +249,7 @@ def reported_sources(reported: dict[str, list[dict]]) -> list[tuple[str, list[st
 # -- the build -------------------------------------------------------------------------------------
 def build_suite(root: Path, suite: str, entries: list[dict], extra_distances=(), log=None) -> list[Path]:
     """Write README.md, plots/ and index.html for one suite; returns the files written."""
-    from .leaderboard_html import render_page
+    from ribench.leaderboard.html import render_page
 
     folder = root / suite
     plot_folder = folder / "plots"

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .errors import RibenchError
+from ribench.errors import RibenchError
 
 
 def _csv(value: str) -> list[str]:
@@ -74,15 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate and cache rib-mini's data (done on first use anyway)")
     gen.add_argument("--manifests", action="store_true", help="also rewrite data_manifests/rib-mini")
 
-    from .datasets_cli import add_parsers as add_dataset_parsers
+    from ribench.cli.datasets import add_parsers as add_dataset_parsers
 
     add_dataset_parsers(sub)
 
-    from .distance import add_distance_parser
+    from ribench.distance.otdd import add_distance_parser
 
     add_distance_parser(sub)
 
-    from .leaderboard import add_leaderboard_parser
+    from ribench.leaderboard.entries import add_leaderboard_parser
 
     add_leaderboard_parser(sub)
     return parser
@@ -91,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     import torch
 
-    from .api import results
-    from .report import format_summary
-    from .runner import execute, load_pretrained, resolve
-    from .store import Store, default_store_path
+    from ribench.api import results
+    from ribench.report.metrics import format_summary
+    from ribench.run.runner import execute, load_pretrained, resolve
+    from ribench.store import Store, default_store_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,9 +112,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_results(args) -> int:
-    from .api import results
-    from .catalog import METHODS
-    from .report import format_summary
+    from ribench.api import results
+    from ribench.catalog import METHODS
+    from ribench.report.metrics import format_summary
 
     for path in args.include:
         METHODS.include(path)
@@ -124,7 +124,7 @@ def _cmd_results(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    from .catalog import METHODS, PRETRAINS, SUITES
+    from ribench.catalog import METHODS, PRETRAINS, SUITES
 
     registry = {"methods": METHODS, "suites": SUITES, "pretrains": PRETRAINS}[args.what]
     for path in args.include:
@@ -145,8 +145,8 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_pretrain(args) -> int:
-    from .pretrains import mini
-    from .suites import rib_mini
+    from ribench.pretrains import mini
+    from ribench.suites import rib_mini
 
     out = mini.pretrain(args.name, args.out, threads=args.threads, steps=args.steps,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -159,7 +159,7 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from .suites import rib_mini
+    from ribench.suites import rib_mini
 
     suite = rib_mini.build()
     if args.manifests:
@@ -173,25 +173,25 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_datasets(args) -> int:
-    from .datasets_cli import cmd_datasets
+    from ribench.cli.datasets import cmd_datasets
 
     return cmd_datasets(args)
 
 
 def _cmd_doctor(args) -> int:
-    from .datasets_cli import cmd_doctor
+    from ribench.cli.datasets import cmd_doctor
 
     return cmd_doctor(args)
 
 
 def _cmd_distance(args) -> int:
-    from .distance import run_distance_command
+    from ribench.distance.otdd import run_distance_command
 
     return run_distance_command(args)
 
 
 def _cmd_leaderboard(args) -> int:
-    from .leaderboard import run_leaderboard_command
+    from ribench.leaderboard.entries import run_leaderboard_command
 
     return run_leaderboard_command(args)
 
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from . import __version__
+        from ribench import __version__
 
         print(f"ribench {__version__}")
         return 0

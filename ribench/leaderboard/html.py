@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-from .leaderboard_build import measured_rows, reported_sources
+from ribench.leaderboard.build import measured_rows, reported_sources
 
 __all__ = ["render_page"]
 

@@ -19,15 +19,17 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .catalog import METHODS, PRETRAINS, SUITES
-from .compose import method_class, parse_spec, resolve_method
-from .errors import ConfigError, RibenchError
-from .evaluate import evaluate_all
-from .features import cached_features
-from .method import FitContext, configure_protocol, split_overrides
-from .store import CellRecord, Store, cell_key
-from .weights import changed_tensors
+from ribench import __version__
+from ribench.catalog import METHODS, PRETRAINS, SUITES
+from ribench.engine.compose import method_class, resolve_method
+from ribench.engine.settings import parse_spec
+from ribench.errors import ConfigError, RibenchError
+from ribench.engine.evaluate import evaluate_all
+from ribench.data.features import cached_features
+from ribench.engine.context import FitContext
+from ribench.engine.settings import configure_protocol, split_overrides
+from ribench.store import CellRecord, Store, cell_key
+from ribench.toolkit.weights import changed_tensors
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import DataError, RibenchError
+from ribench.errors import DataError, RibenchError
 
 
 def add_parsers(sub) -> None:
@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
 def cmd_datasets(args) -> int:
     import torch
 
-    from .catalog import SUITES
+    from ribench.catalog import SUITES
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,7 +55,7 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .catalog import PRETRAINS, SUITES
+    from ribench.catalog import PRETRAINS, SUITES
 
     print("pretrains:")
     for entry in PRETRAINS.entries():

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .data import TestSplit  # evaluation is for test splits; held-out train parts work too
+from ribench.data.splits import TestSplit  # evaluation is for test splits; held-out train parts work too
 
 
 def autocast(device: str):

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from .paths import cache_dir
+from ribench.paths import cache_dir
 
 
 def _split_digest(split) -> str:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import RibenchError
+from ribench.errors import RibenchError
 
 __all__ = [
     "ENTRY_SCHEMA",
@@ -478,7 +478,7 @@ def _stat(row) -> dict:
 
 
 def _describe_percent(values: list[float]) -> dict:
-    from .report import _describe
+    from ribench.report.metrics import _describe
 
     stats = _describe(values)
     return _stat(stats)
@@ -492,8 +492,9 @@ def _protocol_difference(found: dict, expected: dict) -> str:
 
 def resolve_label(method: str) -> tuple[type, str, dict]:
     """(method class, canonical label, hyperparameters) of a method spec such as 'lp[fit=lbfgs]'."""
-    from .compose import method_class, parse_spec
-    from .runner import method_label
+    from ribench.engine.compose import method_class
+    from ribench.engine.settings import parse_spec
+    from ribench.run.runner import method_label
 
     name, inline = parse_spec(method)
     cls = method_class(name)
@@ -508,7 +509,7 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
     ``pretrained`` is a row of the store's ``pretrained`` table (identity, accuracies).
     Seeds whose grid is partial are left out; at least ``MIN_SEEDS`` complete seeds are required.
     """
-    from .report import summarize
+    from ribench.report.metrics import summarize
 
     where = f"{label} on {suite.name}/{pretrain}"
     expected_protocol = suite.protocol.as_dict()
@@ -601,8 +602,8 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
 def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, method: str,
                      paper: str | None = None, log=None) -> dict:
     """The measured entry of one method spec, from the newest pretrained evaluation's cells."""
-    from .catalog import SUITES
-    from .store import Store
+    from ribench.catalog import SUITES
+    from ribench.store import Store
 
     store_path = Path(store_path).expanduser()
     if not store_path.is_file():
@@ -709,8 +710,8 @@ def _stderr(message: str) -> None:
 
 
 def _submit(args) -> int:
-    from .catalog import METHODS
-    from .store import default_store_path
+    from ribench.catalog import METHODS
+    from ribench.store import default_store_path
 
     for path in args.include:
         METHODS.include(path)
@@ -734,7 +735,7 @@ def _check(args) -> int:
 
 
 def _build(args) -> int:
-    from .leaderboard_build import build_suite
+    from ribench.leaderboard.build import build_suite
 
     root = Path(args.root)
     entries = load_tree(root, args.suite)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .images import ImageFiles
+from ribench.data.images import ImageFiles
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .errors import StoreError
+from ribench.errors import StoreError
 
 
 def changed_tensors(model: torch.nn.Module, reference: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import TrainSplit
-from .trainer import position_labels
+from ribench.data.splits import TrainSplit
+from ribench.engine.trainer import position_labels
 
 STATISTICS = ("sq", "abs", "sum")   # Σ g², Σ |g|, Σ g over samples
 

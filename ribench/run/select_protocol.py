@@ -6,7 +6,7 @@ accuracy on the held-out part (in-distribution accuracy, the quantity a
 practitioner tunes). The chosen lr maximises the mean held-out accuracy over
 datasets. No test split is read, and no robustness number enters the choice.
 
-    python -m ribench.select_protocol --pretrain mini-clip --lrs 0.001,0.003,0.01,0.03
+    python -m ribench.run.select_protocol --pretrain mini-clip --lrs 0.001,0.003,0.01,0.03
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import json
 import numpy as np
 import torch
 
-from .data import holdout
-from .evaluate import accuracy
-from .method import FitContext
-from .runner import load_pretrained, resolve
+from ribench.data.splits import holdout
+from ribench.engine.evaluate import accuracy
+from ribench.engine.context import FitContext
+from ribench.run.runner import load_pretrained, resolve
 
 
 def sweep(pretrain: str, lrs, suite: str = "rib-mini", seed: int = 0, fraction: float = 0.25, log=print):

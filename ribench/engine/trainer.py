@@ -8,8 +8,8 @@ import time
 import numpy as np
 import torch
 
-from .evaluate import autocast
-from .method import Batch, FitContext
+from ribench.engine.evaluate import autocast
+from ribench.engine.context import Batch, FitContext
 
 
 def build_optimizer(protocol, groups):

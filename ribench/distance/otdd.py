@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, RibenchError
+from ribench.errors import ConfigError, RibenchError
 
 __all__ = [
     "CONVENTIONS",
@@ -484,9 +484,9 @@ def suite_distances(suite, pretrained, options: DistanceOptions | None = None, d
 
     Train splits because the distance is meant to describe what a model is
     fine-tuned on; test splits stay for evaluation. Features come from the shared
-    on-disk cache (`ribench.features`), so a second call computes no features.
+    on-disk cache (`ribench.data.features`), so a second call computes no features.
     """
-    from .features import cached_features
+    from ribench.data.features import cached_features
 
     start = time.perf_counter()
     datasets = []
@@ -507,7 +507,7 @@ def suite_distances(suite, pretrained, options: DistanceOptions | None = None, d
 def forgetting_relation(result: DistanceMatrix, summary, label: str):
     """Per downstream dataset: distance to the pretraining-domain set, forgetting and RI of `label`.
 
-    forgetting_i = A_pre^(P) − A_i^(P) from the seed-mean accuracy matrix (ribench.report).
+    forgetting_i = A_pre^(P) − A_i^(P) from the seed-mean accuracy matrix (ribench.report.metrics).
     """
     import pandas as pd
 
@@ -628,9 +628,9 @@ def run_distance_command(args) -> int:
     """Print the matrix, write the heatmap and JSON; with ft results, the scatter and Spearman ρ."""
     import torch
 
-    from .catalog import PRETRAINS, SUITES
-    from .registry import include
-    from .store import default_store_path
+    from ribench.catalog import PRETRAINS, SUITES
+    from ribench.registry import include
+    from ribench.store import default_store_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -676,7 +676,7 @@ def run_distance_command(args) -> int:
 
 def _relation(result: DistanceMatrix, suite, pretrained, store_path: Path, method: str, out: Path, stem: str):
     """(text to print, JSON record) relating distance-to-pretraining-data to forgetting and RI."""
-    from .api import results
+    from ribench.api import results
 
     try:
         summary = results(suite.name, pretrained.name, methods=[method], store=store_path)

@@ -10,50 +10,15 @@ a bare `alpha` works while it is unambiguous). `ft` as a base is implied, so
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import re
 from typing import Any
 
-from .catalog import METHODS
-from .errors import ConfigError
-from .method import Method, Regularizer, parse_value  # noqa: F401  (parse_value re-exported)
-
-_SPEC = re.compile(r"^\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*$")
-_KEY = re.compile(r"^\s*[A-Za-z_][\w.]*\s*=")
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'lp[fit=lbfgs]' -> ('lp', {'fit': 'lbfgs'})."""
-    match = _SPEC.match(spec or "")
-    if not match:
-        raise ConfigError(f"bad method '{spec}': expected NAME or NAME[key=value,...]")
-    name, inner = match.group(1), match.group(2)
-    overrides, key = {}, None
-    for piece in split_top_level(inner or ""):
-        if _KEY.match(piece):
-            key, value = piece.split("=", 1)
-            key = key.strip()
-            overrides[key] = value.strip()
-        elif key is not None:          # a list value: soup[ingredients=pretrained,ft,lwf]
-            overrides[key] += "," + piece
-        else:
-            raise ConfigError(f"bad method '{spec}': '{piece}' is not key=value")
-    return name, overrides
-
-
-def split_top_level(text: str) -> list[str]:
-    """'pretrained,lp[fit=lbfgs,l2=0.1]' -> ['pretrained', 'lp[fit=lbfgs,l2=0.1]']."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += char
-    parts.append(current.strip())
-    return [p for p in parts if p]
-
+from ribench.catalog import METHODS
+from ribench.errors import ConfigError
+from ribench.engine.method import Method, Regularizer
+from ribench.engine.settings import parse_spec
 
 def method_class(name: str) -> type[Method]:
     """The class for a method name, building `base+reg+...` combinations on demand."""
@@ -96,7 +61,7 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
     config_cls = dataclasses.make_dataclass("Config", fields)
 
     class Combination(Method):
-        """A base method plus regularizers, one training run (see ribench.compose)."""
+        """A base method plus regularizers, one training run (see ribench.engine.compose)."""
 
         Config = config_cls
         requires_text_tower = any(c.requires_text_tower for c in parts)
@@ -173,8 +138,6 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
                     raise ConfigError(f"'{key}' is ambiguous in '{cls.name}'; write "
                                       + " or ".join(f"{o}.{key}" for o in owners))
                 if not owners:
-                    import difflib
-
                     names = sorted(n for n in cls.setting_names() if "." in n)
                     close = difflib.get_close_matches(key, names, n=1)
                     hint = f"; did you mean '{close[0]}'?" if close else ""
