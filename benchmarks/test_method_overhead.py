@@ -13,7 +13,6 @@ Run: python -m pytest benchmarks/test_method_overhead.py --benchmark-only
 (RIBENCH_BENCH_ROUNDS sets the rounds, default 30; -k mini-clip one pretrain.)
 """
 
-import copy
 import os
 import time
 
@@ -21,9 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from ribench.data.features import cached_features
-from ribench.engine.context import FitContext
-from ribench.run.runner import load_pretrained, resolve
+from ribench.run.runner import load_pretrained
+from ribench.run.spec import fit_context, resolve
 from ribench.toolkit.sparse import optimizer_state_bytes
 from ribench.engine.trainer import position_labels, start_training, steps_per_epoch, training_step
 
@@ -43,13 +41,9 @@ def pretrained(request):
 def _stepper(pre, method):
     """(one-step closure, ctx, optimizer, prepare seconds) for `method` on rib-mini's sketch split."""
     run = resolve(method, "rib-mini", pre.name, datasets=["sketch"], seeds=[0])
-    split = run.suite.train_split("sketch")
-    frozen = copy.deepcopy(pre.model).eval().requires_grad_(False)
-    ctx = FitContext(copy.deepcopy(pre.model), frozen, split, run.suite.train_split("photo"), pre.preprocess,
-                     run.protocol, 0, train_features=lambda: cached_features(pre, split, "train"),
-                     has_text_tower=pre.has_text_tower, class_names=tuple(run.suite.class_names),
-                     templates=tuple(run.suite.templates),
-                     ingredients={"lp[fit=lbfgs]": {"head.weight": pre.model.head.weight.detach()}})
+    ctx = fit_context(run, pre, "sketch", 0,
+                      ingredients={"lp[fit=lbfgs]": {"head.weight": pre.model.head.weight.detach()}})
+    split = ctx.train
     torch.manual_seed(0)
     instance = run.method_cls(run.method_config)
     t0 = time.perf_counter()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from ribench.catalog import SUITES
 from ribench.errors import RibenchError
+from ribench.report.cells import latest_cells
 from ribench.report.metrics import Summary, summarize
+from ribench.run.runner import execute, load_pretrained
+from ribench.run.spec import resolve
 from ribench.store import Store, default_store_path
 
 
@@ -12,8 +15,6 @@ def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datas
         overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print,
         data_root=None):
     """Run (or resume) the cells of one method; returns the run's counts."""
-    from ribench.run.runner import execute, load_pretrained, resolve
-
     spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root)
     pretrained = load_pretrained(spec)
     with Store(store or default_store_path()) as db:
@@ -23,21 +24,13 @@ def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datas
 def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, store=None) -> Summary:
     """Summary (A matrix, RI, mRI, ID, forgetting) of the stored cells of one suite and pretrain.
 
-    Uses the newest pretrained evaluation and the cells made with the same
-    weights and manifests, so results of replaced weights never mix in.
+    `methods` are method names or run labels ('saft[lr=0.0001,optimizer=adamw]'), matched exactly.
     """
     suite_obj = SUITES.get(suite)()
     with Store(store or default_store_path()) as db:
-        evaluations = db.pretrained(suite_obj.name, pretrain)
-        if not evaluations:
-            raise RibenchError(f"no results for suite '{suite_obj.name}' and pretrain '{pretrain}' in {db.path}; "
-                               f"run 'ribench run --method ft --suite {suite_obj.name} --pretrain {pretrain}' first")
-        latest = evaluations[-1]
-        cells = [c for c in db.cells(suite=suite_obj.name, pretrain=pretrain)
-                 if c.identity.get("weights_sha256") == latest["identity"]["weights_sha256"]
-                 and c.identity.get("manifests") == latest["identity"]["manifests"]]
+        latest, cells = latest_cells(db, suite_obj.name, pretrain)
     if methods:
-        wanted = set(methods)
+        wanted = {m.strip() for m in methods}
         cells = [c for c in cells if c.method in wanted or c.label in wanted]
         if not cells:
             raise RibenchError(f"no stored cells for {', '.join(methods)} on {suite_obj.name}/{pretrain}")

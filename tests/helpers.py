@@ -1,29 +1,15 @@
 """Training one method on a tiny suite, the way a runner cell does, without evaluation."""
 
-import copy
-
 import torch
 
-from ribench.data.features import cached_features
-from ribench.engine.context import FitContext
-from ribench.run.runner import resolve
+from ribench.run.spec import fit_context, resolve
 
 
 def fit_method(pretrained, method, overrides=(), seed=0, dataset="sketch", ingredients=None,
                suite="rib-tiny", finish=True):
     """(model after fit, ctx, method instance) of one cell's training on `dataset`."""
     spec = resolve(method, suite, pretrained.name, datasets=[dataset], seeds=[seed], overrides=overrides)
-    model = copy.deepcopy(pretrained.model)
-    frozen = copy.deepcopy(pretrained.model).eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
-    split = spec.suite.train_split(dataset)
-    ctx = FitContext(model, frozen, split, spec.suite.train_split(spec.suite.pretrain_eval),
-                     pretrained.preprocess, spec.protocol, seed,
-                     train_features=lambda: cached_features(pretrained, split, "train"),
-                     has_text_tower=pretrained.has_text_tower,
-                     class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
-                     ingredients=dict(ingredients or {}))
+    ctx = fit_context(spec, pretrained, dataset, seed, ingredients=ingredients)
     torch.manual_seed(seed)
     instance = spec.method_cls(spec.method_config)
     if not finish:

@@ -33,6 +33,19 @@ def test_list_methods_shows_descriptions_and_defaults(capsys):
         assert default in out
 
 
+def test_list_datasets_names_what_datasets_accepts(capsys):
+    code, out, _ = run_cli(capsys, "list", "datasets")
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert list(lines) == ["resample", "sketch", "cartoon", "drawing", "corrupt", "hard", "rendition", "photo"]
+    assert "downstream" in lines["sketch"] and "8 classes" in lines["hard"]
+    assert "pretraining domain" in lines["photo"]
+    code, out, _ = run_cli(capsys, "list", "datasets", "--suite", "imagenet-rib")
+    assert code == 0 and "imagenet-sketch" in out and "200 classes" in out
+    code, _, err = run_cli(capsys, "list", "datasets", "--suite", "rib-mni")
+    assert code == 2 and "did you mean 'rib-mini'?" in err and "Traceback" not in err
+
+
 def test_list_suites_and_pretrains(capsys):
     assert "rib-mini" in run_cli(capsys, "list", "suites")[1]
     out = run_cli(capsys, "list", "pretrains")[1]
@@ -188,10 +201,21 @@ def test_a_protocol_override_gets_its_own_label(capsys, tmp_path):
     assert code == 0, err
     rows = {line.split()[0] for line in out.splitlines() if line.startswith("lp")}
     assert {"lp", "lp[lr=0.05,optimizer=adamw]"} <= rows
+    # A label with commas inside its brackets is one method, not three (it used to find no cells).
+    code, out, err = run_cli(capsys, "results", "--store", store, "--suite", "rib-tiny", "--include", TINY,
+                             "--method", "lp[lr=0.05,optimizer=adamw]")
+    assert code == 0, err
+    assert "== lp[lr=0.05,optimizer=adamw] ==" in out and "== lp ==" not in out
+    code, out, err = run_cli(capsys, "results", "--store", store, "--suite", "rib-tiny", "--include", TINY,
+                             "--method", "lp,lp[lr=0.05,optimizer=adamw]", "--compare")
+    assert code == 0, err
+    assert {"lp", "lp[lr=0.05,optimizer=adamw]"} <= {line.split()[0] for line in out.splitlines()
+                                                      if line.startswith("lp")}
 
 
 def test_a_derived_method_off_protocol_looks_for_its_base_under_the_same_label():
-    from ribench.run.runner import ingredient_spec, keeps_weights, resolve
+    from ribench.run.runner import keeps_weights
+    from ribench.run.spec import ingredient_spec, resolve
 
     spec = resolve("wiseft", suite="rib-tiny", overrides=["lr=0.05"])
     assert spec.label == "wiseft[lr=0.05]"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from ribench.errors import ConfigError
-from ribench.report.metrics import accuracy_frame, bootstrap_interval, format_summary, summarize
+from ribench.report.format import format_summary
+from ribench.report.metrics import accuracy_frame, bootstrap_interval, summarize
 from ribench.store import CellRecord, cell_key
 
 DOWNSTREAM = ["a", "b", "c"]

@@ -22,8 +22,8 @@ def _split_digest(split) -> str:
 def compute_features(model, preprocess, split, batch_size=500, device="cpu") -> np.ndarray:
     model.eval()
     out = []
-    for images, _, _ in split.batches(batch_size):
-        out.append(model.features(preprocess(torch.from_numpy(images).to(device))).float().cpu().numpy())
+    for x, _, _ in split.model_inputs(batch_size, preprocess, device):
+        out.append(model.features(x).float().cpu().numpy())
     return np.concatenate(out)
 
 

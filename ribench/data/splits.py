@@ -7,9 +7,11 @@ split into training has to be done deliberately.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ribench.data.images import ImageFiles
 
@@ -36,10 +38,13 @@ class _Split:
             idx = order[start:start + batch_size]
             yield self.images[idx], self.labels[idx], idx
 
+    def model_inputs(self, batch_size: int, preprocess, device="cpu", order: np.ndarray | None = None):
+        """Yield (preprocessed images on `device`, labels, indices): the batch idiom of every loop."""
+        for images, labels, idx in self.batches(batch_size, order):
+            yield preprocess(torch.from_numpy(np.asarray(images)).to(device)), labels, idx
+
     def content_digest(self) -> str:
         """Identifies the images and labels, for caches: pixels in memory, file identities on disk."""
-        import hashlib
-
         if isinstance(self.images, ImageFiles):
             h = hashlib.sha256(self.images.digest().encode())
         else:

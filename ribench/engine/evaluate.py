@@ -28,8 +28,7 @@ def predict(model, preprocess, split, batch_size: int = 500, device: str = "cpu"
     model.eval()
     mask = torch.as_tensor(split.class_mask, device=device)
     preds = []
-    for images, _, _ in split.batches(batch_size):
-        x = preprocess(torch.from_numpy(images).to(device))
+    for x, _, _ in split.model_inputs(batch_size, preprocess, device):
         with autocast(device):
             logits = model(x).float()
         preds.append(_masked_argmax(logits, mask))

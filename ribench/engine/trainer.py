@@ -82,8 +82,8 @@ def train(method, ctx: FitContext) -> dict:
     ctx.total_steps = per_epoch * protocol.epochs
     order_rng = np.random.default_rng([ctx.seed, 1])
     for epoch in range(protocol.epochs):
-        for images, _, idx in split.batches(protocol.batch_size, order_rng.permutation(len(split))):
-            x = ctx.preprocess(torch.from_numpy(images).to(ctx.device))
+        for x, _, idx in split.model_inputs(protocol.batch_size, ctx.preprocess, ctx.device,
+                                            order_rng.permutation(len(split))):
             y = torch.from_numpy(targets[idx]).to(ctx.device)
             training_step(method, ctx, optimizer, x, y, mask, idx)
     method.finish(ctx)

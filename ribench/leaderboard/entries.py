@@ -494,7 +494,7 @@ def resolve_label(method: str) -> tuple[type, str, dict]:
     """(method class, canonical label, hyperparameters) of a method spec such as 'lp[fit=lbfgs]'."""
     from ribench.engine.compose import method_class
     from ribench.engine.settings import parse_spec
-    from ribench.run.runner import method_label
+    from ribench.run.labels import method_label
 
     name, inline = parse_spec(method)
     cls = method_class(name)

@@ -8,55 +8,25 @@ Finished cells are skipped, so a re-run trains nothing and an interrupted run
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import platform
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ribench import __version__
-from ribench.catalog import METHODS, PRETRAINS, SUITES
-from ribench.engine.compose import method_class, resolve_method
-from ribench.engine.settings import parse_spec
-from ribench.errors import ConfigError, RibenchError
+from ribench.catalog import METHODS
+from ribench.engine.compose import resolve_method
 from ribench.engine.evaluate import evaluate_all
 from ribench.data.features import cached_features
-from ribench.engine.context import FitContext
-from ribench.engine.settings import configure_protocol, split_overrides
+from ribench.errors import RibenchError
+from ribench.run.labels import method_label
+from ribench.run.spec import Cell, RunSpec, fit_context, ingredient_spec, ingredient_specs, plan
 from ribench.store import CellRecord, Store, cell_key
 from ribench.toolkit.weights import changed_tensors
-
-
-@dataclass
-class Cell:
-    dataset: str
-    seed: int
-    identity: dict
-    key: str = ""
-
-    def __post_init__(self):
-        self.key = cell_key(self.identity)
-
-
-@dataclass
-class RunSpec:
-    """Everything resolved and validated before any work starts."""
-
-    suite: object
-    preset: object
-    method_cls: type
-    method_config: object
-    protocol: object
-    datasets: list
-    seeds: list
-    device: str = "cpu"
-    weights: str | None = None
-    label: str = ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,83 +38,6 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def protocol_changes(protocol, suite_protocol) -> dict:
-    """The protocol settings a run overrides (`--set lr=...`), so that its label tells it apart."""
-    base = suite_protocol.as_dict()
-    return {k: v for k, v in protocol.as_dict().items() if base.get(k) != v}
-
-
-def method_label(method_cls, config, protocol_changed: dict | None = None) -> str:
-    """'ft', 'lp[fit=lbfgs]' when hyperparameters differ from the defaults, 'ft[lr=0.0001]' off the suite's protocol.
-
-    Two runs that differ only in protocol would otherwise share a label, and the
-    report could not tell their cells apart.
-    """
-    defaults = method_cls.defaults()
-    changed = {k: v for k, v in method_cls.settings(config).items() if defaults.get(k) != v}
-    changed.update(protocol_changed or {})
-    if not changed:
-        return method_cls.name
-    return method_cls.name + "[" + ",".join(f"{k}={v}" for k, v in sorted(changed.items())) + "]"
-
-
-def run_label(spec: "RunSpec") -> str:
-    """The label of a run's cells: its method settings and its protocol changes."""
-    return method_label(spec.method_cls, spec.method_config, protocol_changes(spec.protocol, spec.suite.protocol))
-
-
-def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
-            overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
-            data_root: str | None = None) -> RunSpec:
-    """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError."""
-    for path in includes:
-        METHODS.include(path)
-    method_name, inline = parse_spec(method)
-    method_cls = method_class(method_name)
-    suite_obj = SUITES.get(suite)()
-    suite_obj.attach_data(data_root)
-    preset = PRETRAINS.get(pretrain)
-    method_over, protocol_over = split_overrides(list(overrides), method_cls)
-    config = method_cls.configure({**inline, **method_over})
-    protocol = configure_protocol(suite_obj.protocol, protocol_over)
-    if datasets:
-        for name in datasets:
-            if suite_obj.info(name).role != "downstream":
-                raise ConfigError(f"'{name}' is the pretraining-domain set of {suite_obj.name}; "
-                                  f"choose among {', '.join(suite_obj.downstream)}")
-        datasets = list(dict.fromkeys(datasets))
-    else:
-        datasets = suite_obj.downstream
-    if not seeds:
-        raise ConfigError("no seeds given")
-    if method_cls.requires_text_tower and not preset.has_text_tower:
-        raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
-    spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights)
-    spec.label = run_label(spec)
-    for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
-        ingredient_spec(spec, name)
-    return spec
-
-
-def ingredient_specs(spec: RunSpec) -> list[str]:
-    return [n for n in spec.method_cls(spec.method_config).ingredients() if n != "pretrained"]
-
-
-def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
-    """The run whose cells a derived method of `spec` needs: same suite, pretrain, protocol."""
-    cls, config = resolve_method(method)
-    if cls.requires_text_tower and not spec.preset.has_text_tower:
-        raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
-                          f"pretrain '{spec.preset.name}' has none")
-    sub = dataclasses.replace(spec, method_cls=cls, method_config=config)
-    sub.label = run_label(sub)
-    if sub.label == spec.label:
-        raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
-    return sub
 
 
 @functools.lru_cache(maxsize=1)
@@ -164,17 +57,6 @@ def _default_ingredient_labels() -> frozenset:
 def keeps_weights(spec: RunSpec) -> bool:
     """Cells that a registered derived method needs by default store their weights (under any protocol)."""
     return method_label(spec.method_cls, spec.method_config) in _default_ingredient_labels()
-
-
-def plan(spec: RunSpec, pretrained) -> list[Cell]:
-    """One cell per seed x downstream dataset, round-robin over datasets within each seed."""
-    base = {
-        "suite": spec.suite.name, "manifests": spec.suite.manifest_hash(),
-        "pretrain": spec.preset.name, "weights_sha256": pretrained.weights_sha256,
-        "method": spec.method_cls.name, "config": spec.method_cls.settings(spec.method_config),
-        "protocol": spec.protocol.as_dict(),
-    }
-    return [Cell(d, s, dict(base, dataset=d, seed=s)) for s in spec.seeds for d in spec.datasets]
 
 
 def provenance(spec: RunSpec, pretrained) -> dict:
@@ -206,21 +88,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     Returns the record and the trained model."""
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
-    model = copy.deepcopy(pretrained.model).to(spec.device)
-    frozen = copy.deepcopy(pretrained.model).to(spec.device).eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
-    train_split = spec.suite.train_split(cell.dataset)
-    ctx = FitContext(
-        model=model, pretrained=frozen, train=train_split,
-        source=spec.suite.train_split(spec.suite.pretrain_eval),
-        preprocess=pretrained.preprocess, protocol=spec.protocol, seed=cell.seed, device=spec.device,
-        train_features=lambda: cached_features(pretrained, train_split, "train",
-                                               spec.protocol.eval_batch_size, spec.device),
-        has_text_tower=pretrained.has_text_tower,
-        class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
-        ingredients=dict(ingredients or {}),
-    )
+    ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
     timings = method.fit(ctx)
     # What a method learned beside the weights (DiGraP's ω, Auto-RGN's layer rates) goes to details.
@@ -290,8 +158,6 @@ def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True,
         log(f"{refit} stored {spec.label} cell(s) have no saved weights; training them again to keep them")
     bar = None
     if progress and pending:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(pending), unit="cell", desc=spec.label, leave=True)
     for cell in pending:
         if bar is not None:

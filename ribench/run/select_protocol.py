@@ -12,7 +12,6 @@ datasets. No test split is read, and no robustness number enters the choice.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 
@@ -21,8 +20,8 @@ import torch
 
 from ribench.data.splits import holdout
 from ribench.engine.evaluate import accuracy
-from ribench.engine.context import FitContext
-from ribench.run.runner import load_pretrained, resolve
+from ribench.run.runner import load_pretrained
+from ribench.run.spec import fit_context, resolve
 
 
 def sweep(pretrain: str, lrs, suite: str = "rib-mini", seed: int = 0, fraction: float = 0.25, log=print):
@@ -35,11 +34,9 @@ def sweep(pretrain: str, lrs, suite: str = "rib-mini", seed: int = 0, fraction: 
         for lr in lrs:
             protocol = dataclasses.replace(spec.protocol, lr=lr)
             torch.manual_seed(seed)
-            model = copy.deepcopy(pretrained.model)
-            ctx = FitContext(model, pretrained.model, fit, spec.suite.train_split(spec.suite.pretrain_eval),
-                             pretrained.preprocess, protocol, seed)
+            ctx = fit_context(spec, pretrained, dataset, seed, train=fit, protocol=protocol)
             spec.method_cls(spec.method_config).fit(ctx)
-            acc = accuracy(model, pretrained.preprocess, val)
+            acc = accuracy(ctx.model, pretrained.preprocess, val)
             rows.append({"dataset": dataset, "lr": lr, "pretrained": base, "heldout_acc": acc})
             log(f"{dataset:10s} lr {lr:<7g} held-out acc {acc:.3f} (pretrained {base:.3f})")
     means = {lr: float(np.mean([r["heldout_acc"] for r in rows if r["lr"] == lr])) for lr in lrs}

@@ -61,8 +61,7 @@ def per_sample_gradient_means(
     chunk = max(1, int(memory_budget // (4 * size * (1 + len(statistics)))))
     totals = {s: {n: torch.zeros_like(p, dtype=torch.float64) for n, p in trainable.items()} for s in statistics}
     n = len(split) if max_samples is None else min(len(split), max_samples)
-    for images, _, idx in split.batches(chunk, torch.arange(n).numpy()):
-        x = preprocess(torch.from_numpy(images).to(device))
+    for x, _, idx in split.model_inputs(chunk, preprocess, device, torch.arange(n).numpy()):
         y = targets[idx].to(device)
         grads = per_sample(trainable, x, y)
         for name, g in grads.items():
