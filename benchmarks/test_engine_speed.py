@@ -10,7 +10,7 @@ import torch
 
 from ribench.engine.evaluate import evaluate_all
 from ribench.engine.context import FitContext
-from ribench.run.runner import load_pretrained
+from ribench.run.cell import load_pretrained
 from ribench.run.spec import resolve
 from ribench.engine.trainer import position_labels, start_training, training_step
 

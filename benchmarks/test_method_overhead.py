@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from ribench.run.runner import load_pretrained
+from ribench.run.cell import load_pretrained
 from ribench.run.spec import fit_context, resolve
 from ribench.toolkit.sparse import optimizer_state_bytes
 from ribench.engine.trainer import position_labels, start_training, steps_per_epoch, training_step

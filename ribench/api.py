@@ -6,7 +6,8 @@ from ribench.catalog import SUITES
 from ribench.errors import RibenchError
 from ribench.report.cells import latest_cells
 from ribench.report.metrics import Summary, summarize
-from ribench.run.runner import execute, load_pretrained
+from ribench.run.cell import load_pretrained
+from ribench.run.runner import execute
 from ribench.run.spec import resolve
 from ribench.store import Store, default_store_path
 

@@ -30,7 +30,7 @@ def tiny_suite():
 # The tiny suite's two pretrains, loaded once per test module (tests copy before training).
 @pytest.fixture(scope="module")
 def clip(tiny_suite):
-    from ribench.run.runner import load_pretrained
+    from ribench.run.cell import load_pretrained
     from ribench.run.spec import resolve
 
     return load_pretrained(resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"]))
@@ -38,7 +38,7 @@ def clip(tiny_suite):
 
 @pytest.fixture(scope="module")
 def sup(tiny_suite):
-    from ribench.run.runner import load_pretrained
+    from ribench.run.cell import load_pretrained
     from ribench.run.spec import resolve
 
     return load_pretrained(resolve("ft", "rib-tiny", "mini-sup", datasets=["sketch"]))

@@ -10,7 +10,7 @@ from ribench.errors import ConfigError
 from ribench.engine.context import Batch, FitContext
 from ribench.pretrains.base import Classifier
 from ribench.engine.protocol import Protocol
-from ribench.run.runner import resolve
+from ribench.run.spec import resolve
 from ribench.engine.trainer import position_labels
 
 from helpers import changed_keys, fit_method, state

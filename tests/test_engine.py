@@ -7,7 +7,8 @@ import torch
 from ribench.data.splits import TestSplit, TrainSplit, holdout
 from ribench.engine.context import FitContext
 from ribench.engine.protocol import Protocol
-from ribench.run.runner import execute, load_pretrained
+from ribench.run.cell import load_pretrained
+from ribench.run.runner import execute
 from ribench.run.spec import resolve
 from ribench.store import Store
 

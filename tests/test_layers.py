@@ -3,7 +3,7 @@
 import pytest
 
 from ribench.toolkit.layers import block_of, blocks, cohorts, image_parameters, transformer_blocks
-from ribench.run.runner import load_pretrained
+from ribench.run.cell import load_pretrained
 from ribench.run.spec import resolve
 
 

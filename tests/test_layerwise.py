@@ -15,7 +15,7 @@ from ribench.engine.context import FitContext
 from ribench.methods.auto_rgn import AutoRGN, lbfgs_pairs, two_loop
 from ribench.methods.criticality import reinitialised
 from ribench.methods.surprise import histogram, kl_per_dimension, layer_surprise
-from ribench.run.runner import resolve
+from ribench.run.spec import resolve
 from ribench.engine.trainer import position_labels
 
 from helpers import changed_keys, fit_method, state

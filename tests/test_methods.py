@@ -8,7 +8,8 @@ from ribench.engine.compose import method_class
 
 from ribench.engine.settings import parse_spec
 from ribench.errors import ConfigError, RibenchError
-from ribench.run.runner import execute, resolve
+from ribench.run.runner import execute
+from ribench.run.spec import resolve
 from ribench.store import Store
 from ribench.toolkit.weights import changed_tensors
 

@@ -19,7 +19,8 @@ from ribench.methods.ft import FineTune
 from ribench.methods.imp_reg import ImportanceReg
 from ribench.methods.importance import importance, normalise, prediction_entropy
 from ribench.methods.saft import mean_gradient
-from ribench.run.runner import execute, resolve
+from ribench.run.runner import execute
+from ribench.run.spec import resolve
 from ribench.toolkit.sparse import SparseParameters, mask_size, optimizer_state_bytes, top_entries
 from ribench.store import Store
 from ribench.engine.trainer import position_labels, start_training, training_step

@@ -9,7 +9,8 @@ import torch
 from ribench.api import results
 from ribench.cli.options import add_include, add_suite_options, csv_list, seed_list
 from ribench.report.format import format_summary
-from ribench.run.runner import execute, load_pretrained
+from ribench.run.cell import load_pretrained
+from ribench.run.runner import execute
 from ribench.run.spec import resolve
 from ribench.store import Store, default_store_path
 

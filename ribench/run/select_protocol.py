@@ -20,7 +20,7 @@ import torch
 
 from ribench.data.splits import holdout
 from ribench.engine.evaluate import accuracy
-from ribench.run.runner import load_pretrained
+from ribench.run.cell import load_pretrained
 from ribench.run.spec import fit_context, resolve
 
 

@@ -18,7 +18,7 @@ from ribench.engine.compose import method_class, resolve_method
 from ribench.engine.context import FitContext
 from ribench.engine.settings import configure_protocol, parse_spec, split_overrides
 from ribench.errors import ConfigError
-from ribench.run.labels import run_label
+from ribench.run.labels import protocol_changes, run_label
 from ribench.store import cell_key
 
 
@@ -31,6 +31,20 @@ class Cell:
 
     def __post_init__(self):
         self.key = cell_key(self.identity)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The names a run is resolved from: all a stateless worker needs to rebuild it."""
+
+    method: str
+    suite: str = "rib-mini"
+    pretrain: str = "mini-clip"
+    overrides: tuple = ()
+    device: str = "cpu"
+    weights: str | None = None
+    includes: tuple = ()
+    data_root: str | None = None
 
 
 @dataclass
@@ -47,12 +61,16 @@ class RunSpec:
     device: str = "cpu"
     weights: str | None = None
     label: str = ""
+    request: RunRequest | None = None
 
 
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
             overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
-            data_root: str | None = None) -> RunSpec:
-    """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError."""
+            data_root: str | None = None, check_device: bool = True) -> RunSpec:
+    """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError.
+
+    `check_device=False` lets a driver without the device plan cells that workers run.
+    """
     for path in includes:
         METHODS.include(path)
     method_name, inline = parse_spec(method)
@@ -75,9 +93,12 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         raise ConfigError("no seeds given")
     if method_cls.requires_text_tower and not preset.has_text_tower:
         raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if check_device and device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
-    spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights)
+    request = RunRequest(method, suite, pretrain, tuple(overrides), device, weights, tuple(str(p) for p in includes),
+                         None if data_root is None else str(data_root))
+    spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights,
+                   request=request)
     spec.label = run_label(spec)
     for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
         ingredient_spec(spec, name)
@@ -94,22 +115,30 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
     if cls.requires_text_tower and not spec.preset.has_text_tower:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
                           f"pretrain '{spec.preset.name}' has none")
-    sub = dataclasses.replace(spec, method_cls=cls, method_config=config)
+    changed = protocol_changes(spec.protocol, spec.suite.protocol)
+    request = spec.request and dataclasses.replace(
+        spec.request, method=method, overrides=tuple(f"protocol.{k}={v}" for k, v in changed.items()))
+    sub = dataclasses.replace(spec, method_cls=cls, method_config=config, request=request)
     sub.label = run_label(sub)
     if sub.label == spec.label:
         raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
     return sub
 
 
-def plan(spec: RunSpec, pretrained) -> list[Cell]:
-    """One cell per seed x downstream dataset, round-robin over datasets within each seed."""
-    base = {
+def cell_for(spec: RunSpec, pretrained, dataset: str, seed: int) -> Cell:
+    """The cell of one dataset and seed: its identity is everything that changes its result."""
+    identity = {
         "suite": spec.suite.name, "manifests": spec.suite.manifest_hash(),
         "pretrain": spec.preset.name, "weights_sha256": pretrained.weights_sha256,
         "method": spec.method_cls.name, "config": spec.method_cls.settings(spec.method_config),
-        "protocol": spec.protocol.as_dict(),
+        "protocol": spec.protocol.as_dict(), "dataset": dataset, "seed": seed,
     }
-    return [Cell(d, s, dict(base, dataset=d, seed=s)) for s in spec.seeds for d in spec.datasets]
+    return Cell(dataset, seed, identity)
+
+
+def plan(spec: RunSpec, pretrained) -> list[Cell]:
+    """One cell per seed x downstream dataset, round-robin over datasets within each seed."""
+    return [cell_for(spec, pretrained, d, s) for s in spec.seeds for d in spec.datasets]
 
 
 def fit_context(spec: RunSpec, pretrained, dataset: str, seed: int, train=None, protocol=None,

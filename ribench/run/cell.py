@@ -1,0 +1,97 @@
+"""One cell's work, wherever it runs: the pretrained evaluation, one fine-tune and its evaluation.
+
+Nothing here writes the store; the driver does (see ribench.run.runner).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from ribench import __version__
+from ribench.data.features import cached_features
+from ribench.engine.evaluate import evaluate_all
+from ribench.run.spec import Cell, RunSpec, fit_context
+from ribench.store import CellRecord
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the ribench source, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(spec: RunSpec, pretrained) -> dict:
+    return {
+        "ribench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        "python": platform.python_version(), "device": spec.device, "threads": torch.get_num_threads(),
+        "manifests_sha256": spec.suite.manifest_hash(), "weights_sha256": pretrained.weights_sha256,
+    }
+
+
+def pretrained_identity(spec: RunSpec, pretrained) -> dict:
+    """What A_pre depends on: one evaluation per (suite, manifests, pretrain, weights)."""
+    return {"kind": "pretrained", "suite": spec.suite.name, "manifests": spec.suite.manifest_hash(),
+            "pretrain": spec.preset.name, "weights_sha256": pretrained.weights_sha256}
+
+
+def evaluate_pretrained(spec: RunSpec, pretrained) -> dict:
+    """A_pre on every test split."""
+    accuracies, _ = evaluate_all(pretrained.model, pretrained.preprocess, spec.suite,
+                                 spec.protocol.eval_batch_size, spec.device)
+    return accuracies
+
+
+def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingredients=None):
+    """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all.
+
+    Returns the record and the trained model."""
+    start = time.perf_counter()
+    torch.manual_seed(cell.seed)
+    ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
+    method = spec.method_cls(spec.method_config)
+    timings = method.fit(ctx)
+    # What a method learned beside the weights (DiGraP's ω, Auto-RGN's layer rates) goes to details.
+    learned = {k: timings.pop(k) for k in [k for k, v in timings.items() if not isinstance(v, (int, float))]}
+    model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
+    t_eval = time.perf_counter()
+    if spec.method_cls.uses_pretrained_eval:
+        accuracies, details = dict(pretrained_acc), {}
+    else:
+        test_features = None
+        if spec.method_cls.frozen_backbone:
+            def test_features(name):
+                return cached_features(pretrained, spec.suite.test_split(name), "test",
+                                       spec.protocol.eval_batch_size, spec.device)
+        accuracies, details = evaluate_all(model, pretrained.preprocess, spec.suite,
+                                           spec.protocol.eval_batch_size, spec.device, test_features)
+    if learned:
+        details = {**details, "method": learned}
+    timings["eval_s"] = time.perf_counter() - t_eval
+    timings["total_s"] = time.perf_counter() - start
+    return model, CellRecord(
+        key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
+        label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
+        accuracies=accuracies, status="done", details=details, timings=timings,
+        provenance=provenance(spec, pretrained),
+    )
+
+
+def load_pretrained(spec: RunSpec, device: str | None = None):
+    """Build the pretrained classifier (fails with the missing file's name before any work).
+
+    `device` overrides the run's: a driver that only plans cells keeps the model on its CPU."""
+    pretrained = spec.preset.load(spec.suite, spec.weights)
+    pretrained.model.to(device or spec.device).eval()
+    spec.suite.adopt_eval_transform(pretrained)
+    return pretrained
