@@ -1,4 +1,4 @@
-"""OTDD (ribench.distance.otdd): the ten checks of OTDD.md on small synthetic feature sets,
+"""OTDD (ribench.distance): the ten checks of OTDD.md on small synthetic feature sets,
 solver failures as errors, and `ribench distance` end to end on rib-tiny."""
 
 import json
@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from ribench.distance import otdd as dist
-from ribench.distance.otdd import DistanceError, DistanceOptions, LabelledFeatures, otdd
+from ribench.distance.matrix import DistanceMatrix
+from ribench.distance.options import DistanceOptions, LabelledFeatures
+from ribench.distance.otdd import otdd
+from ribench.distance.relation import forgetting_relation, spearman
+from ribench.distance.solvers import DistanceError
 
 HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")
@@ -347,10 +351,10 @@ def test_forgetting_relation_reads_the_summary():
                         identity={}, accuracies={"x": 0.5, "y": 0.6, "P": acc}, status="done", details={},
                         timings={}, provenance={}) for i, (d, acc) in enumerate([("x", 0.7), ("y", 0.4)])]
     summary = summarize(cells, {"x": 0.5, "y": 0.5, "P": 0.9}, ["x", "y"], "P")
-    result = dist.DistanceMatrix(["x", "y", "P"], np.array([[0, 1, 2.0], [1, 0, 3.0], [2, 3, 0.0]]), EXACT,
-                                 {"x": 1, "y": 1, "P": 1})
-    relation = dist.forgetting_relation(result, summary, "ft")
+    result = DistanceMatrix(["x", "y", "P"], np.array([[0, 1, 2.0], [1, 0, 3.0], [2, 3, 0.0]]), EXACT,
+                            {"x": 1, "y": 1, "P": 1})
+    relation = forgetting_relation(result, summary, "ft")
     assert relation["distance"].tolist() == [2.0, 3.0]
     assert relation["forgetting"].round(12).tolist() == [0.2, 0.5]
     assert relation["RI"].round(12).tolist() == [0.1, 0.0]
-    assert math.isnan(dist.spearman([1, 2], [1, 2])) and dist.spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    assert math.isnan(spearman([1, 2], [1, 2])) and spearman([1, 2, 3], [3, 2, 1]) == -1.0

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from ribench.cli import distance as distance_cli
 from ribench.errors import RibenchError
 
 
@@ -78,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataset_parsers(sub)
 
-    from ribench.distance.otdd import add_distance_parser
-
-    add_distance_parser(sub)
+    distance_cli.add_parser(sub)
 
     from ribench.leaderboard.entries import add_leaderboard_parser
 
@@ -184,12 +183,6 @@ def _cmd_doctor(args) -> int:
     return cmd_doctor(args)
 
 
-def _cmd_distance(args) -> int:
-    from ribench.distance.otdd import run_distance_command
-
-    return run_distance_command(args)
-
-
 def _cmd_leaderboard(args) -> int:
     from ribench.leaderboard.entries import run_leaderboard_command
 
@@ -197,7 +190,7 @@ def _cmd_leaderboard(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "results": _cmd_results, "list": _cmd_list,
-            "pretrain": _cmd_pretrain, "generate": _cmd_generate, "distance": _cmd_distance,
+            "pretrain": _cmd_pretrain, "generate": _cmd_generate, "distance": distance_cli.run,
             "datasets": _cmd_datasets, "doctor": _cmd_doctor}
 COMMANDS["leaderboard"] = _cmd_leaderboard
 
