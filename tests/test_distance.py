@@ -330,6 +330,37 @@ def test_distance_command_prints_matrix_writes_plots_and_relates_to_forgetting(c
     assert first_row[0] == names[0] and float(first_row[2]) == pytest.approx(record["matrix"][names[0]][names[1]])
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv", "json", "markdown"])
+def test_distance_command_writes_files_only_under_out(capsys, tmp_path, monkeypatch, tiny_suite, fmt):
+    """Without --out the command only prints; the heatmap, scatter and JSON go under --out alone."""
+    from ribench.cli.main import main
+
+    store = tmp_path / "results.sqlite"
+    _fake_ft_store(store, tiny_suite)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    argv = ["distance", "--include", TINY, "--suite", "rib-tiny", "--store", str(store), "--samples", "40",
+            "--format", fmt]
+    assert main(argv) == 0
+    printed, err = capsys.readouterr()
+    assert list(here.iterdir()) == [] and "wrote" not in err
+    names = [*tiny_suite.downstream, tiny_suite.pretrain_eval]
+    if fmt == "json":
+        assert json.loads(printed)["relation"]["label"] == "ft"
+    elif fmt == "csv":
+        assert printed.splitlines()[0].split(",") == ["dataset", *names]
+    else:
+        assert printed.startswith("OTDD²") and "Spearman ρ(distance, forgetting)" in printed
+    assert "plot:" not in printed + err
+
+    assert main([*argv, "--out", "out"]) == 0
+    stem = "distance-rib-tiny-mini-clip-exact"
+    assert sorted(p.name for p in here.iterdir()) == ["out"]
+    assert sorted(p.name for p in (here / "out").iterdir()) == [f"{stem}-vs-ft.png", f"{stem}.json", f"{stem}.png"]
+    assert "wrote out/" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--epsilon", "-1", "--solver", "sinkhorn"], "epsilon must be a positive fraction"),
     (["--store", "/nonexistent/r.sqlite"], "no results store at /nonexistent/r.sqlite"),

@@ -1,5 +1,5 @@
 """`ribench distance`: the OTDD matrix of a suite in a pretrain's feature space, printed in
-one format, with its heatmap, JSON record and, given fine-tuning results, their relation."""
+one format, with its relation to stored fine-tuning results; files only under --out."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="otdd2: full cost (default); half: microsoft/otdd's half-cost number")
     p.add_argument("--max-iterations", type=int, default=None, help="solver iteration cap")
     p.add_argument("--format", default="table", choices=list(FORMATS))
-    p.add_argument("--out", default=".", help="folder for the heatmap, scatter and JSON (default: .)")
+    p.add_argument("--out", default=None, help="folder (created if missing) to write the heatmap, the JSON record "
+                                               "and, with stored results, the distance-vs-forgetting plot; "
+                                               "without --out nothing is written, only printed")
     p.add_argument("--store", default=None, help="results database with ft results (default: $RIBENCH_STORE or "
                                                  "~/.local/share/ribench/results.sqlite, if it exists)")
     p.add_argument("--method", default="ft", help="stored method to relate distances to (default: ft)")
@@ -61,7 +63,7 @@ def _stderr(message: str) -> None:
 
 
 def run(args) -> int:
-    """Print the matrix, write the heatmap and JSON; with ft results, the scatter and Spearman ρ."""
+    """Print the matrix (with ft results, Spearman ρ too); under --out, write the heatmap, JSON and scatter."""
     if args.threads:
         torch.set_num_threads(args.threads)
     for path in args.include:
@@ -73,11 +75,7 @@ def run(args) -> int:
     store_path = Path(args.store).expanduser() if args.store else default_store_path()
     if args.store and not store_path.is_file():
         raise ConfigError(f"no results store at {store_path}")
-    out = Path(args.out).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create output folder {out}: {error.strerror}") from None
+    out = _output_folder(args.out)
     suite = SUITES.get(args.suite)()
     pretrained = PRETRAINS.get(args.pretrain).load(suite)
     pretrained.model.to(args.device).eval()
@@ -90,8 +88,9 @@ def run(args) -> int:
         relation_text, document["relation"] = _relation(result, suite, pretrained, store_path, args.method, out, stem)
     elif args.store is None:
         _stderr(f"note: no results store at {store_path}; pass --store to relate distances to forgetting")
-    heatmap = save_heatmap(result, out / f"{stem}.png")
-    write_record(document, out / f"{stem}.json")
+    written = []
+    if out is not None:
+        written = [save_heatmap(result, out / f"{stem}.png"), write_record(document, out / f"{stem}.json")]
 
     if args.format == "json":
         print(record_json(document))
@@ -99,12 +98,25 @@ def run(args) -> int:
         print(result.format(args.format), end="")
         if relation_text:
             print("\n" + relation_text, file=sys.stdout if args.format != "csv" else sys.stderr)
-    _stderr(f"features {result.seconds['features']:.1f} s, distances {result.seconds['distances']:.1f} s; "
-            f"wrote {heatmap} and {out / (stem + '.json')}")
+    timings = f"features {result.seconds['features']:.1f} s, distances {result.seconds['distances']:.1f} s"
+    _stderr(timings + (f"; wrote {written[0]} and {written[1]}" if written else ""))
     return 0
 
 
-def _relation(result: DistanceMatrix, suite, pretrained, store_path: Path, method: str, out: Path, stem: str):
+def _output_folder(out: str | None) -> Path | None:
+    """Created before any work, so that a bad --out fails in a second, not after the distances."""
+    if out is None:
+        return None
+    folder = Path(out).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create output folder {folder}: {error.strerror}") from None
+    return folder
+
+
+def _relation(result: DistanceMatrix, suite, pretrained, store_path: Path, method: str, out: Path | None,
+              stem: str):
     """(text to print, JSON record) relating distance-to-pretraining-data to forgetting and RI."""
     try:
         summary = results(suite.name, pretrained.name, methods=[method], store=store_path)
@@ -114,16 +126,18 @@ def _relation(result: DistanceMatrix, suite, pretrained, store_path: Path, metho
     label = method if method in summary.labels else summary.labels[0]
     relation = forgetting_relation(result, summary, label)
     correlations = {metric: spearman(relation["distance"], relation[metric]) for metric in ("forgetting", "RI")}
-    plot = save_relation_plot(relation, correlations, label, suite.pretrain_eval,
-                              out / f"{stem}-vs-{label.replace('/', '_')}.png")
+    plot = None
+    if out is not None:
+        plot = save_relation_plot(relation, correlations, label, suite.pretrain_eval,
+                                  out / f"{stem}-vs-{label.replace('/', '_')}.png")
     seeds = sorted(set(relation["n_seeds"]))
     lines = [f"Distance to {suite.pretrain_eval} vs {label} ({'/'.join(map(str, seeds))} seed(s), store {store_path})",
              aligned([["dataset", "OTDD²", "forgetting", "RI"]] +
-                      [[r.dataset, f"{r.distance:.4g}", f"{r.forgetting * 100:+.1f}", f"{r.RI * 100:+.1f}"]
-                       for r in relation.itertuples()]),
+                     [[r.dataset, f"{r.distance:.4g}", f"{r.forgetting * 100:+.1f}", f"{r.RI * 100:+.1f}"]
+                      for r in relation.itertuples()]),
              f"Spearman ρ(distance, forgetting) = {rho_text(correlations['forgetting'])}, "
-             f"ρ(distance, RI) = {rho_text(correlations['RI'])} over {len(relation)} downstream datasets; "
-             f"plot: {plot}"]
+             f"ρ(distance, RI) = {rho_text(correlations['RI'])} over {len(relation)} downstream datasets"
+             + (f"; plot: {plot}" if plot else "")]
     record = {"label": label, "store": str(store_path), "units": "fraction",
               "per_dataset": json.loads(relation.to_json(orient="records")),
               "spearman": {k: None if math.isnan(v) else v for k, v in correlations.items()}}
