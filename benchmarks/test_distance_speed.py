@@ -8,7 +8,8 @@ python -m pytest benchmarks/test_distance_speed.py --benchmark-only   (RIBENCH_B
 import numpy as np
 import pytest
 
-from ribench.distance.otdd import DistanceOptions, LabelledFeatures, otdd
+from ribench.distance.options import DistanceOptions, LabelledFeatures
+from ribench.distance.otdd import otdd
 
 DIM, CLASSES = 512, 10
 

@@ -1,4 +1,4 @@
-"""OTDD (ribench.distance.otdd): the ten checks of OTDD.md on small synthetic feature sets,
+"""OTDD (ribench.distance): the ten checks of OTDD.md on small synthetic feature sets,
 solver failures as errors, and `ribench distance` end to end on rib-tiny."""
 
 import json
@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from ribench.distance import otdd as dist
-from ribench.distance.otdd import DistanceError, DistanceOptions, LabelledFeatures, otdd
+from ribench.distance.matrix import DistanceMatrix
+from ribench.distance.options import DistanceOptions, LabelledFeatures
+from ribench.distance.otdd import otdd
+from ribench.distance.relation import forgetting_relation, spearman
+from ribench.distance.solvers import DistanceError
 
 HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")
@@ -326,6 +330,37 @@ def test_distance_command_prints_matrix_writes_plots_and_relates_to_forgetting(c
     assert first_row[0] == names[0] and float(first_row[2]) == pytest.approx(record["matrix"][names[0]][names[1]])
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv", "json", "markdown"])
+def test_distance_command_writes_files_only_under_out(capsys, tmp_path, monkeypatch, tiny_suite, fmt):
+    """Without --out the command only prints; the heatmap, scatter and JSON go under --out alone."""
+    from ribench.cli.main import main
+
+    store = tmp_path / "results.sqlite"
+    _fake_ft_store(store, tiny_suite)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    argv = ["distance", "--include", TINY, "--suite", "rib-tiny", "--store", str(store), "--samples", "40",
+            "--format", fmt]
+    assert main(argv) == 0
+    printed, err = capsys.readouterr()
+    assert list(here.iterdir()) == [] and "wrote" not in err
+    names = [*tiny_suite.downstream, tiny_suite.pretrain_eval]
+    if fmt == "json":
+        assert json.loads(printed)["relation"]["label"] == "ft"
+    elif fmt == "csv":
+        assert printed.splitlines()[0].split(",") == ["dataset", *names]
+    else:
+        assert printed.startswith("OTDD²") and "Spearman ρ(distance, forgetting)" in printed
+    assert "plot:" not in printed + err
+
+    assert main([*argv, "--out", "out"]) == 0
+    stem = "distance-rib-tiny-mini-clip-exact"
+    assert sorted(p.name for p in here.iterdir()) == ["out"]
+    assert sorted(p.name for p in (here / "out").iterdir()) == [f"{stem}-vs-ft.png", f"{stem}.json", f"{stem}.png"]
+    assert "wrote out/" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, expected", [
     (["--epsilon", "-1", "--solver", "sinkhorn"], "epsilon must be a positive fraction"),
     (["--store", "/nonexistent/r.sqlite"], "no results store at /nonexistent/r.sqlite"),
@@ -347,10 +382,10 @@ def test_forgetting_relation_reads_the_summary():
                         identity={}, accuracies={"x": 0.5, "y": 0.6, "P": acc}, status="done", details={},
                         timings={}, provenance={}) for i, (d, acc) in enumerate([("x", 0.7), ("y", 0.4)])]
     summary = summarize(cells, {"x": 0.5, "y": 0.5, "P": 0.9}, ["x", "y"], "P")
-    result = dist.DistanceMatrix(["x", "y", "P"], np.array([[0, 1, 2.0], [1, 0, 3.0], [2, 3, 0.0]]), EXACT,
-                                 {"x": 1, "y": 1, "P": 1})
-    relation = dist.forgetting_relation(result, summary, "ft")
+    result = DistanceMatrix(["x", "y", "P"], np.array([[0, 1, 2.0], [1, 0, 3.0], [2, 3, 0.0]]), EXACT,
+                            {"x": 1, "y": 1, "P": 1})
+    relation = forgetting_relation(result, summary, "ft")
     assert relation["distance"].tolist() == [2.0, 3.0]
     assert relation["forgetting"].round(12).tolist() == [0.2, 0.5]
     assert relation["RI"].round(12).tolist() == [0.1, 0.0]
-    assert math.isnan(dist.spearman([1, 2], [1, 2])) and dist.spearman([1, 2, 3], [3, 2, 1]) == -1.0
+    assert math.isnan(spearman([1, 2], [1, 2])) and spearman([1, 2, 3], [3, 2, 1]) == -1.0
