@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from ribench.cli import leaderboard as leaderboard_cli
 from ribench.errors import RibenchError
 
 
@@ -82,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_distance_parser(sub)
 
-    from ribench.leaderboard.entries import add_leaderboard_parser
-
-    add_leaderboard_parser(sub)
+    leaderboard_cli.add_parser(sub)
     return parser
 
 
@@ -190,16 +189,10 @@ def _cmd_distance(args) -> int:
     return run_distance_command(args)
 
 
-def _cmd_leaderboard(args) -> int:
-    from ribench.leaderboard.entries import run_leaderboard_command
-
-    return run_leaderboard_command(args)
-
-
 COMMANDS = {"run": _cmd_run, "results": _cmd_results, "list": _cmd_list,
             "pretrain": _cmd_pretrain, "generate": _cmd_generate, "distance": _cmd_distance,
             "datasets": _cmd_datasets, "doctor": _cmd_doctor}
-COMMANDS["leaderboard"] = _cmd_leaderboard
+COMMANDS["leaderboard"] = leaderboard_cli.run
 
 
 def main(argv=None) -> int:
