@@ -28,6 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     submit.add_argument("--pretrain", default="mini-clip", help="pretrain preset (default: mini-clip)")
     submit.add_argument("--store", default=None, help="results database (default: $RIBENCH_STORE or "
                                                       "~/.local/share/ribench/results.sqlite)")
+    submit.add_argument("--data-root", default=None, help="folder holding a real suite's datasets, e.g. "
+                                                          "imagenet-rib (default: $RIBENCH_DATA_ROOT)")
     submit.add_argument("--root", default="leaderboards", help=root_help)
     submit.add_argument("--paper", default=None, help="paper URL (default: the method's own)")
     submit.add_argument("--replace", action="store_true", help="overwrite an existing entry with new numbers")
@@ -62,7 +64,7 @@ def _submit(args) -> int:
     for path in args.include:
         METHODS.include(path)
     entry = entry_from_store(args.store or default_store_path(), args.suite, args.pretrain, args.method,
-                             args.paper, log=_stderr)
+                             args.paper, log=_stderr, data_root=args.data_root)
     path, state = write_entry(entry, args.root, args.replace)
     mri = entry["metrics"]["mRI"]
     print(f"{state} {path}: mRI {mri['mean']:+.2f} [{mri['ci95'][0]:+.2f}, {mri['ci95'][1]:+.2f}] "

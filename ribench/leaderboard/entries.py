@@ -141,12 +141,17 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
 
 
 def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, method: str,
-                     paper: str | None = None, log=None) -> dict:
-    """The measured entry of one method spec, from the newest pretrained evaluation's cells."""
+                     paper: str | None = None, log=None, data_root: str | Path | None = None) -> dict:
+    """The measured entry of one method spec, from the newest pretrained evaluation's cells.
+
+    ``data_root`` is attached as ``ribench run`` attaches it: a suite that reads image files
+    counts them in its identity, which the stored cells must share.
+    """
     store_path = Path(store_path).expanduser()
     if not store_path.is_file():
         raise RibenchError(f"no results store at {store_path}")
     suite = SUITES.get(suite_name)()
+    suite.attach_data(data_root)
     method_cls, label, _ = resolve_label(method)
     with Store(store_path) as store:
         evaluations = store.pretrained(suite.name, pretrain)
