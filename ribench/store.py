@@ -76,6 +76,11 @@ def default_store_path() -> Path:
     return Path(data_home).expanduser() / "ribench" / "results.sqlite"
 
 
+def weights_dir_of(store_path: Path) -> Path:
+    """The folder beside a store that holds its cells' weights."""
+    return store_path.parent / f"{store_path.stem}-weights"
+
+
 # -- records ---------------------------------------------------------------
 @dataclasses.dataclass
 class CellRecord:
@@ -273,12 +278,14 @@ class Store:
         identity: dict[str, Any],
         accuracies: dict[str, float],
         provenance: dict[str, Any],
+        created_at: float | None = None,
     ) -> None:
         """Store the pretrained model's accuracies (A_pre); an existing key is refused."""
         expected = cell_key(identity)
         if key != expected:
             raise ValueError(f"pretrained key {key!r} does not match its identity (expected {expected!r})")
-        values = [key, suite, pretrain, _dumps(identity), _dumps(accuracies), _dumps(provenance), time.time()]
+        when = time.time() if created_at is None else created_at
+        values = [key, suite, pretrain, _dumps(identity), _dumps(accuracies), _dumps(provenance), when]
         placeholders = ", ".join("?" for _ in _PRETRAINED_COLUMNS)
         self._insert(
             f"INSERT INTO pretrained ({', '.join(_PRETRAINED_COLUMNS)}) VALUES ({placeholders})",
@@ -296,18 +303,20 @@ class Store:
         rows = self._read(f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained WHERE key = ?", (key,))
         return self._pretrained_row(rows[0]) if rows else None
 
-    def pretrained(self, suite: str, pretrain: str) -> list[dict[str, Any]]:
-        rows = self._read(
-            f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained WHERE suite = ? AND pretrain = ? "
-            "ORDER BY created_at, key",
-            (suite, pretrain),
-        )
+    def pretrained(self, suite: str | None = None, pretrain: str | None = None) -> list[dict[str, Any]]:
+        """Pretrained evaluations, oldest first: of one suite and pretrain, or (no filter) all."""
+        filters = {"suite": suite, "pretrain": pretrain}
+        where = [f"{name} = ?" for name, value in filters.items() if value is not None]
+        sql = f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._read(sql + " ORDER BY created_at, key", tuple(v for v in filters.values() if v is not None))
         return [self._pretrained_row(row) for row in rows]
 
     # -- weights --------------------------------------------------------------------
     @property
     def weights_dir(self) -> Path:
-        return self.path.parent / f"{self.path.stem}-weights"
+        return weights_dir_of(self.path)
 
     def weights_path(self, key: str) -> Path:
         return self.weights_dir / f"{key}.safetensors"

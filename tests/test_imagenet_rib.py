@@ -323,3 +323,67 @@ def test_run_and_results_end_to_end_on_the_fake_tree(tree, tmp_path, capsys, mon
         cells = db.cells(suite="imagenet-rib", pretrain="laion2b-tiny")
     assert len(cells) == 2
     assert set(cells[0].details["imagenet-c"]) == {"corruption", "severity"}
+
+
+# ---------------------------------------------------------------------------- a leaderboard entry
+
+
+def _store_as_run_writes_it(path, suite, pretrain="laion2b-fake", seeds=(0, 1, 2)):
+    """Pretrained accuracies and a complete grid of ft cells, under the identity `ribench run` gives them."""
+    from ribench.store import CellRecord, Store, cell_key
+
+    columns = [*suite.downstream, suite.pretrain_eval]
+    tag = {"suite": suite.name, "manifests": suite.manifest_hash(), "pretrain": pretrain, "weights_sha256": "ab" * 32}
+    with Store(path) as store:
+        identity = {"kind": "pretrained", **tag}
+        store.put_pretrained(cell_key(identity), suite.name, pretrain, identity,
+                             {name: 0.5 + 0.01 * k for k, name in enumerate(columns)}, {"ribench": "0.1.0"})
+        for seed in seeds:
+            for k, dataset in enumerate(suite.downstream):
+                cell = {**tag, "method": "ft", "config": {}, "protocol": suite.protocol.as_dict(),
+                        "dataset": dataset, "seed": seed}
+                accuracies = {name: 0.4 + 0.02 * ((k + j + seed) % 5) for j, name in enumerate(columns)}
+                store.put(CellRecord(key=cell_key(cell), suite=suite.name, pretrain=pretrain, method="ft",
+                                     label="ft", dataset=dataset, seed=seed, identity=cell, accuracies=accuracies,
+                                     provenance={"ribench": "0.1.0", "git_commit": "d" * 40}))
+    return path
+
+
+def test_leaderboard_submit_reads_imagenet_rib_cells_with_their_data_root(tree, tmp_path, capsys, monkeypatch):
+    """The suite's identity covers its data: submit attaches --data-root (or $RIBENCH_DATA_ROOT) as run does."""
+    monkeypatch.delenv("RIBENCH_DATA_ROOT", raising=False)
+    monkeypatch.delenv("RIBENCH_ZEROSHOT_TEMPLATES", raising=False)
+    data = str(tree / "data")
+    ran = R.build(data)                                   # the suite as `ribench run --data-root` builds it
+    ran._cache["quiet"] = True
+    store = _store_as_run_writes_it(tmp_path / "s.sqlite", ran)
+    base = ["leaderboard", "submit", "--suite", "imagenet-rib", "--pretrain", "laion2b-fake", "--method", "ft",
+            "--store", str(store), "--root", str(tmp_path / "lb")]
+
+    code = main(base)                                     # no data root anywhere: one clear line, no entry
+    err = capsys.readouterr().err
+    assert code == 2 and "--data-root" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "lb").exists()
+
+    code = main([*base, "--data-root", data])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    path = tmp_path / "lb" / "imagenet-rib" / "laion2b-fake" / "ft.json"
+    assert out.startswith(f"written {path}")
+    assert json.loads(path.read_text())["provenance"]["manifests_sha256"] == ran.manifest_hash()
+
+    monkeypatch.setenv("RIBENCH_DATA_ROOT", data)          # the default of --data-root, as for `ribench run`
+    code = main(base)
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith(f"unchanged {path}"), err
+
+
+def test_imagenet_rib_identity_never_leaves_out_its_data(tree, monkeypatch):
+    """Without a data root the hash is not some other, data-less identity: it is the run's, or refused."""
+    monkeypatch.delenv("RIBENCH_DATA_ROOT", raising=False)
+    attached = R.build(tree / "data", manifests=tree / "manifests")
+    bare = R.build(manifests=tree / "manifests")
+    with pytest.raises(RibenchError, match="--data-root"):
+        bare.manifest_hash()
+    monkeypatch.setenv("RIBENCH_DATA_ROOT", str(tree / "data"))
+    assert R.build(manifests=tree / "manifests").manifest_hash() == attached.manifest_hash()

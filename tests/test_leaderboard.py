@@ -18,8 +18,11 @@ import pytest
 from ribench.catalog import SUITES
 from ribench.cli.main import main
 from ribench.errors import RibenchError
-from ribench.leaderboard.entries import (MIN_SEEDS, check_tree, dumps_entry, entry_from_store, load_entry, validate_entry,
-                                 write_entry)
+from ribench.leaderboard.distances import load_distances
+from ribench.leaderboard.entries import entry_from_store
+from ribench.leaderboard.plots import colours, forgetting_vs_distance, id_vs_ood
+from ribench.leaderboard.schema import MIN_SEEDS, validate_entry
+from ribench.leaderboard.tree import check_tree, dumps_entry, load_entry, write_entry
 from ribench.store import CellRecord, Store, cell_key
 
 from helpers import OUTSIDE_METHOD, run_cli
@@ -286,9 +289,6 @@ def test_build_writes_markdown_and_every_plot(built):
 
 
 def test_forgetting_plot_is_skipped_without_distances(tmp_path, built):
-    from ribench.leaderboard.build import load_distances
-    from ribench.leaderboard.plots import forgetting_vs_distance
-
     _, entries = built
     assert load_distances([], "rib-tiny", entries) == {}
     assert forgetting_vs_distance(entries, {}, tmp_path, {}) == [] and not list(tmp_path.iterdir())
@@ -370,8 +370,6 @@ def test_outside_method_is_submitted_with_its_file(capsys, tmp_path, suite):
 
 @pytest.mark.parametrize("count", [3, 15, 24, 45])
 def test_every_method_of_a_legend_has_its_own_colour(count):
-    from ribench.leaderboard.plots import colours
-
     labels = [f"method-{i:02d}" for i in range(count)]
     palette = colours(labels + labels[:2])                    # repeats do not take a colour
     assert len(palette) == count and len(set(palette.values())) == count
@@ -381,8 +379,6 @@ def test_every_method_of_a_legend_has_its_own_colour(count):
 def test_a_long_legend_below_the_axes_is_not_cut_off(tmp_path, built):
     """With 24 methods the id-vs-ood legend sits below the axes and the saved image grows to hold it."""
     from PIL import Image
-
-    from ribench.leaderboard.plots import colours, id_vs_ood
 
     _, entries = built
     ft = next(e for e in entries if e["method"]["label"] == "ft")

@@ -12,8 +12,7 @@ from ribench.catalog import SUITES
 from ribench.errors import DataError, RibenchError
 
 
-def add_parser(subparsers) -> None:
-    ds = subparsers.add_parser("datasets", help="check a suite's data folder against its manifests")
+def add_arguments(ds) -> None:
     ds_sub = ds.add_subparsers(dest="datasets_command", required=True)
     verify = ds_sub.add_parser("verify", help="report missing folders, wrong counts and unreadable images")
     verify.add_argument("--suite", default="imagenet-rib", help="suite name (default: imagenet-rib)")

@@ -3,7 +3,6 @@ one format, with its relation to stored fine-tuning results; files only under --
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -22,14 +21,11 @@ from ribench.errors import ConfigError, RibenchError
 from ribench.registry import include
 from ribench.store import default_store_path
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_arguments", "run"]
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `ribench distance` on the CLI's subparsers."""
+def add_arguments(p) -> None:
     defaults = DistanceOptions()
-    p = subparsers.add_parser("distance", help="OTDD between every pair of a suite's datasets in a pretrain's "
-                                               "feature space; relation to forgetting")
     p.add_argument("--suite", default="rib-mini", help="suite name (default: rib-mini)")
     p.add_argument("--pretrain", default="mini-clip", help="pretrain preset (default: mini-clip)")
     p.add_argument("--solver", default=defaults.solver, choices=SOLVERS,
@@ -55,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", default=[], metavar="FILE.py",
                    help="import a Python file that registers extra suites or pretrains")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    return p
+
 
 
 def _stderr(message: str) -> None:

@@ -10,8 +10,7 @@ from ribench.catalog import PRETRAINS, SUITES
 from ribench.errors import RibenchError
 
 
-def add_parser(subparsers) -> None:
-    doc = subparsers.add_parser("doctor", help="list the pretrains and data roots usable on this machine")
+def add_arguments(doc) -> None:
     doc.add_argument("--data-root", action="append", default=[], metavar="DIR",
                      help="a data folder to check (repeatable; $RIBENCH_DATA_ROOT is checked too)")
     doc.add_argument("--weights", default=None, help="a weights file or folder to try for every pretrain")

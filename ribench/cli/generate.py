@@ -5,8 +5,7 @@ from __future__ import annotations
 from ribench.suites import rib_mini
 
 
-def add_parser(subparsers) -> None:
-    gen = subparsers.add_parser("generate", help="generate and cache rib-mini's data (done on first use anyway)")
+def add_arguments(gen) -> None:
     gen.add_argument("--manifests", action="store_true", help="also rewrite data_manifests/rib-mini")
 
 

@@ -10,8 +10,7 @@ from ribench.cli.options import add_include
 KINDS = ("methods", "suites", "pretrains", "datasets")
 
 
-def add_parser(subparsers) -> None:
-    lst = subparsers.add_parser("list", help="list registered methods, suites or pretrains, or a suite's datasets")
+def add_arguments(lst) -> None:
     lst.add_argument("what", choices=list(KINDS))
     lst.add_argument("--suite", default="rib-mini",
                      help="the suite whose datasets 'list datasets' shows (default: rib-mini)")

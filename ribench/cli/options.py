@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ribench.engine.settings import split_top_level
+from ribench.errors import ConfigError
+from ribench.run.executor import make_executor
 
 STORE_HELP = "results database (default: $RIBENCH_STORE or ~/.local/share/ribench/results.sqlite)"
 
@@ -41,3 +43,26 @@ def add_data_root(parser) -> None:
 def add_include(parser, what: str = "methods") -> None:
     parser.add_argument("--include", action="append", default=[], metavar="FILE.py",
                         help=f"import a Python file that registers extra {what}")
+
+
+def add_executor_options(parser) -> None:
+    """Where cells run: this process, or Ray tasks on a cluster."""
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="local: cells one after another in this process (default); ray: one Ray task per "
+                             "cell (pip install 'ribench[ray]')")
+    parser.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                        help="the Ray cluster to join (default: start a local one for this run)")
+    parser.add_argument("--cpus-per-cell", type=float, default=1,
+                        help="Ray: CPUs each cell reserves, also its torch threads (default: 1)")
+    parser.add_argument("--gpus-per-cell", type=float, default=None,
+                        help="Ray: GPUs each cell reserves (default: 1 with --device cuda, else 0)")
+
+
+def make_executor_from(args, log):
+    """The executor the options ask for."""
+    if args.executor == "local":
+        return make_executor("local", log=log)
+    if args.cpus_per_cell <= 0 or (args.gpus_per_cell is not None and args.gpus_per_cell < 0):
+        raise ConfigError("--cpus-per-cell must be above 0 and --gpus-per-cell not below 0")
+    return make_executor("ray", address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
+                         gpus_per_cell=args.gpus_per_cell, device=args.device, log=log)

@@ -9,8 +9,7 @@ from ribench.pretrains import mini
 from ribench.suites import rib_mini
 
 
-def add_parser(subparsers) -> None:
-    pre = subparsers.add_parser("pretrain", help="rebuild an embedded pretrain's weights (mini-clip, mini-sup)")
+def add_arguments(pre) -> None:
     pre.add_argument("name")
     pre.add_argument("--out", default=None, help="output file (default: the packaged weights)")
     pre.add_argument("--threads", type=int, default=2)

@@ -8,8 +8,7 @@ from ribench.cli.options import add_include, add_suite_options, method_list
 from ribench.report.format import FORMATS, format_summary
 
 
-def add_parser(subparsers) -> None:
-    res = subparsers.add_parser("results", help="print the stored results of a suite and pretrain")
+def add_arguments(res) -> None:
     add_suite_options(res)
     res.add_argument("--method", dest="methods", type=method_list, default=None,
                      help="comma-separated methods or labels (default: all stored)")

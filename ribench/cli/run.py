@@ -7,7 +7,8 @@ import sys
 import torch
 
 from ribench.api import results
-from ribench.cli.options import add_include, add_suite_options, csv_list, seed_list
+from ribench.cli.options import (add_executor_options, add_include, add_suite_options, csv_list,
+                                 make_executor_from, seed_list)
 from ribench.report.format import format_summary
 from ribench.run.cell import load_pretrained
 from ribench.run.runner import execute
@@ -15,32 +16,34 @@ from ribench.run.spec import resolve
 from ribench.store import Store, default_store_path
 
 
-def add_parser(subparsers) -> None:
-    run = subparsers.add_parser("run", help="fine-tune a method on every downstream dataset and seed")
-    run.add_argument("--method", required=True, help="method name (see 'ribench list methods')")
-    add_suite_options(run)
-    run.add_argument("--datasets", type=csv_list, default=None,
-                     help="comma-separated downstream datasets (default: all; see 'ribench list datasets')")
-    run.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (default: 0)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a method hyperparameter or protocol setting (repeatable)")
-    run.add_argument("--device", default="cpu", help="cpu or cuda (cuda uses bf16 mixed precision)")
-    run.add_argument("--weights", default=None, help="local weights file for the pretrain")
-    add_include(run)
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+def add_arguments(parser) -> None:
+    parser.add_argument("--method", required=True, help="method name (see 'ribench list methods')")
+    add_suite_options(parser)
+    parser.add_argument("--datasets", type=csv_list, default=None,
+                        help="comma-separated downstream datasets (default: all; see 'ribench list datasets')")
+    parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (default: 0)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a method hyperparameter or protocol setting (repeatable)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda uses bf16 mixed precision)")
+    parser.add_argument("--weights", default=None, help="local weights file for the pretrain")
+    add_include(parser)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_executor_options(parser)
 
 
 def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    executor = make_executor_from(args, log)
     spec = resolve(args.method, args.suite, args.pretrain, args.datasets, args.seeds, args.overrides,
-                   args.device, args.weights, args.include, data_root=args.data_root)
-    pretrained = load_pretrained(spec)
+                   args.device, args.weights, args.include, data_root=args.data_root,
+                   check_device=not executor.plans_on_cpu)
+    pretrained = load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)   # a missing file fails first
     store_path = args.store or default_store_path()
     with Store(store_path) as store:
-        counts = execute(spec, store, pretrained, progress=not args.no_progress,
-                         log=lambda m: print(m, file=sys.stderr))
+        counts = execute(spec, store, pretrained, progress=not args.no_progress, log=log, executor=executor)
     summary = results(spec.suite.name, spec.preset.name, [spec.label], store_path)
     print(format_summary(summary, "table"))
     print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")

@@ -1,6 +1,7 @@
 """The static leaderboard page: one self-contained HTML file (tables, figures, sorting), no network.
 
-Figures are embedded as base64 PNG; the sorting script is inline. The page is
+Figures are embedded as base64 PNG; the style sheet and the sorting script
+(``assets/page.css``, ``assets/page.js``) are inlined. The page is
 readable without JavaScript (rows start best mRI first); with it, a click on a
 column header sorts by that column, and ``#sort=<column>`` in the address
 sorts on load (e.g. ``index.html#sort=forgetting``).
@@ -11,76 +12,18 @@ from __future__ import annotations
 import base64
 import html
 import json
+from importlib import resources
 from pathlib import Path
 
-from ribench.leaderboard.build import measured_rows, reported_sources
+from ribench.leaderboard.rows import measured_rows, reported_by_method, reported_sources
 
 __all__ = ["render_page"]
 
-_STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;
-color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;white-space:nowrap}
-th{background:#f3f3f3;cursor:pointer;user-select:none}th.sorted-desc::after{content:" \\25BC"}
-th.sorted-asc::after{content:" \\25B2"}td.name,th.name{text-align:left}
-tr:nth-child(even) td{background:#fafafa}.note{color:#555;font-size:.9em}
-.reported th{background:#fff4e0}.badge{font-size:.75em;background:#fff4e0;border:1px solid #e0b060;
-border-radius:3px;padding:0 .3em;margin-left:.4em}
-figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
-details{margin:.3em 0;font-size:.85em}code{font-size:.95em}.wide{overflow-x:auto}
-"""
+ASSETS = "assets"          # page.css and page.js, package data next to this module
 
-_SCRIPT = """
-(function () {
-  function value(row, index) {
-    var cell = row.cells[index];
-    var raw = cell.getAttribute('data-value');
-    if (raw === null || raw === '') { return cell.textContent.trim().toLowerCase(); }
-    return parseFloat(raw);
-  }
-  function sortTable(table, index, descending) {
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = value(a, index), y = value(b, index);
-      if (typeof x === 'number' && typeof y === 'number') { return descending ? y - x : x - y; }
-      return descending ? String(y).localeCompare(String(x)) : String(x).localeCompare(String(y));
-    });
-    rows.forEach(function (row) { body.appendChild(row); });
-    var headers = table.tHead.rows[0].cells;
-    for (var i = 0; i < headers.length; i++) { headers[i].classList.remove('sorted-asc', 'sorted-desc'); }
-    headers[index].classList.add(descending ? 'sorted-desc' : 'sorted-asc');
-    table.setAttribute('data-sorted-by', headers[index].getAttribute('data-key'));
-  }
-  var tables = document.querySelectorAll('table.sortable');
-  tables.forEach(function (table) {
-    var headers = table.tHead.rows[0].cells;
-    Array.prototype.forEach.call(headers, function (header, index) {
-      header.addEventListener('click', function () {
-        var descending = !header.classList.contains('sorted-desc');
-        sortTable(table, index, descending);
-      });
-    });
-  });
-  var match = /sort=([^&]+)/.exec(window.location.hash);
-  var key = match ? decodeURIComponent(match[1]) : 'mRI';
-  tables.forEach(function (table) {
-    var headers = table.tHead.rows[0].cells;
-    for (var i = 0; i < headers.length; i++) {
-      if (headers[i].getAttribute('data-key') === key) {
-        sortTable(table, i, headers[i].getAttribute('data-order') !== 'asc');
-      }
-    }
-  });
-  var rows = document.querySelectorAll('table.measured tbody tr').length;
-  var status = document.getElementById('status');
-  status.textContent = rows ? rows + ' measured entries, sorted by ' + key + '; click a column header to sort.'
-                            : 'No measured entries: reported numbers only; click a column header to sort.';
-  document.body.setAttribute('data-ready', 'true');
-})();
-"""
+
+def _asset(name: str) -> str:
+    return resources.files("ribench.leaderboard").joinpath(ASSETS).joinpath(name).read_text(encoding="utf-8")
 
 
 def _e(text) -> str:
@@ -134,11 +77,7 @@ def _provenance(group: list[dict]) -> str:
 
 def _reported_table(reported: dict[str, list[dict]]) -> str:
     pretrains = list(reported)
-    names = {p: reported[p][0]["source"].get("pretrain_reported_as", p) for p in pretrains}
-    by_method: dict[str, dict[str, dict]] = {}
-    for pretrain, group in reported.items():
-        for entry in group:
-            by_method.setdefault(entry["method"]["label"], {})[pretrain] = entry
+    names, by_method = reported_by_method(reported)
     head = [_header("method", "method", name=True, order="asc")]
     head += [_header(f"mRI:{p}", f"{p} ({names[p]})") for p in pretrains]
     body = []
@@ -167,6 +106,7 @@ def _figure(folder: Path, stem: str, caption: str) -> str:
 
 def render_page(suite: str, measured: dict[str, list[dict]], reported: dict[str, list[dict]],
                 figures: list[tuple[str, str]], plot_folder: Path) -> str:
+    """The page; ``measured`` and ``reported`` map each pretrain to its entries, as for the Markdown."""
     parts = [f"<h1>{_e(suite)} leaderboard</h1>",
              '<p class="note">Accuracies in %, differences in percentage points; <code>mean [95% CI]</code> over '
              "seeds (percentile bootstrap). mRI: mean robustness improvement over downstream datasets; ID: "
@@ -186,5 +126,5 @@ def render_page(suite: str, measured: dict[str, list[dict]], reported: dict[str,
                   "</h2>", _reported_table(reported)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(suite)} "
-            f"leaderboard</title><style>{_STYLE}</style></head>\n<body>\n" + "\n".join(parts)
-            + f"\n<script>{_SCRIPT}</script>\n</body></html>\n")
+            f"leaderboard</title><style>\n{_asset('page.css')}</style></head>\n<body>\n" + "\n".join(parts)
+            + f"\n<script>\n{_asset('page.js')}</script>\n</body></html>\n")

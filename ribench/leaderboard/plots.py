@@ -11,9 +11,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-__all__ = ["forgetting_vs_distance", "id_vs_ood", "mri_per_method", "reported_mri", "ri_heatmaps",
+from ribench.distance.relation import spearman
+
+__all__ = ["colours", "forgetting_vs_distance", "id_vs_ood", "mri_per_method", "reported_mri", "ri_heatmaps",
            "trains_nothing"]
 
 _STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
@@ -21,9 +29,6 @@ _STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.label
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -31,8 +36,6 @@ def _figure(width: float, height: float):
 
 def _save(figure, folder: Path, stem: str) -> list[Path]:
     """PNG and SVG without timestamps, so rebuilding unchanged entries gives unchanged files."""
-    import matplotlib
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.png", folder / f"{stem}.svg"]
     with matplotlib.rc_context(_STYLE):
@@ -45,8 +48,6 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
 def _styled(function):
     """Build the figure under the leaderboard style (fonts are read when artists are made)."""
     def wrapper(*args, **kwargs):
-        import matplotlib
-
         with matplotlib.rc_context(_STYLE):
             return function(*args, **kwargs)
 
@@ -59,8 +60,6 @@ def colours(labels: list[str]) -> dict[str, tuple]:
 
     Distinct for up to 60 methods, so no two methods of one legend share a colour.
     """
-    from matplotlib import colormaps
-
     names = sorted(set(labels))
     if len(names) <= 10:
         palette = [colormaps["tab10"](i) for i in range(10)]
@@ -121,8 +120,8 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Pat
         axes.set_yticks(ypos, [_label(e) for e in group])
         for y, mean, low, high in zip(ypos, means, lows, highs):
             # beyond the interval's outer end, so the number never sits on a whisker
-            axes.annotate(_signed(mean), (mean + high if mean >= 0 else mean - low, y), xytext=(4 if mean >= 0 else -4, 0),
-                          textcoords="offset points", va="center", ha="left" if mean >= 0 else "right", fontsize=7)
+            axes.annotate(_signed(mean), (mean + high if mean >= 0 else mean - low, y),
+                          xytext=(4 if mean >= 0 else -4, 0), textcoords="offset points", va="center", ha="left" if mean >= 0 else "right", fontsize=7)
         axes.set_title(pretrain)
         axes.set_xlabel("mRI (percentage points)")
         axes.grid(axis="x", alpha=0.3)
@@ -140,8 +139,6 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Pat
 @_styled
 def ri_heatmaps(entries: list[dict], folder: Path) -> list[Path]:
     """Per pretrain, one panel per method: A_i^(j) − A_pre^(j) for trained-on i (rows), evaluated j (columns)."""
-    from matplotlib.colors import TwoSlopeNorm
-
     written = []
     for pretrain, group in _by_pretrain(entries).items():
         group = sorted((e for e in group if not trains_nothing(e)), key=lambda e: -e["metrics"]["mRI"]["mean"])
@@ -193,8 +190,6 @@ def _signed(value: float) -> str:
 
 
 def _outline(row: int, column: int):
-    from matplotlib.patches import Rectangle
-
     return Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.0)
 
 
@@ -243,8 +238,6 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
     ``distances``: pretrain -> {"quantity": str, "values": {dataset: distance}}; pretrains without
     distances get no panel, and with none the figure is not written.
     """
-    from ribench.distance.otdd import spearman
-
     grouped = {p: [e for e in g if not trains_nothing(e)] for p, g in _by_pretrain(entries).items()
                if p in distances}
     grouped = {p: g for p, g in grouped.items() if g}
@@ -290,8 +283,6 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
 @_styled
 def reported_mri(entries: list[dict], folder: Path) -> list[Path]:
     """Reported mRI as a method × pretrain table of coloured cells (no intervals: papers give none)."""
-    from matplotlib.colors import TwoSlopeNorm
-
     pretrains = sorted({e["pretrain"] for e in entries}, key=lambda p: _pretrain_order(entries, p))
     methods = list(dict.fromkeys(e["method"]["label"] for e in entries))
     grid = np.full((len(methods), len(pretrains)), np.nan)

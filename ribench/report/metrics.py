@@ -7,7 +7,8 @@ Definitions (accuracies are fractions in [0, 1]):
              pretraining-domain set P is not part of it;
   mRI        mean over i of RI_i, computed per seed;
   ID_i = A_i^(i), ID_gain_i = A_i^(i) - A_pre^(i), pretrain_acc_i = A_i^(P),
-  forgetting_i = A_pre^(P) - A_i^(P), each averaged over i like RI.
+  forgetting_i = A_pre^(P) - A_i^(P), each averaged over i like RI;
+  OOD_i      mean over downstream j != i of A_i^(j) (leaderboard entries show it).
 Per-seed values are summarised by mean, sample std and a 95% percentile
 bootstrap interval over seeds. The maths takes plain inputs so it can be
 tested without a store.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ __all__ = [
     "Summary",
     "accuracy_frame",
     "bootstrap_interval",
+    "describe",
+    "ood",
     "summarize",
 ]
 
@@ -57,7 +60,8 @@ def bootstrap_interval(values: Sequence[float], confidence: float = 0.95) -> tup
     return (float(low), float(high))
 
 
-def _describe(values: Iterable[float]) -> dict[str, Any]:
+def describe(values: Iterable[float]) -> dict[str, Any]:
+    """mean, std, bootstrap interval and count of per-seed values (NaN left out): one row of every table."""
     data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     low, high = bootstrap_interval(data)
     return {
@@ -67,6 +71,11 @@ def _describe(values: Iterable[float]) -> dict[str, Any]:
         "ci_high": high,
         "n_seeds": int(data.size),
     }
+
+
+def ood(accuracies: Mapping[str, float], downstream: Sequence[str], trained: str) -> float:
+    """OOD_i: mean accuracy on the downstream datasets other than the trained one (P left out, as in RI)."""
+    return sum(accuracies[j] for j in downstream if j != trained) / (len(downstream) - 1)
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -208,10 +217,10 @@ def summarize(
                 row[evaluated] = float(np.mean(values)) if values else math.nan
             matrix_rows.append(row)
         for trained in downstream:
-            ri_rows.append({"label": label, "dataset": trained, **_describe(ri_by_dataset[trained])})
+            ri_rows.append({"label": label, "dataset": trained, **describe(ri_by_dataset[trained])})
         for metric in OVERALL_METRICS:
             overall_rows.append(
-                {"label": label, "metric": metric, **_describe(per_seed_metrics[metric]), "complete": label_complete}
+                {"label": label, "metric": metric, **describe(per_seed_metrics[metric]), "complete": label_complete}
             )
 
     matrix = pd.DataFrame(matrix_rows, columns=["label", "trained_on", *columns]).set_index(["label", "trained_on"])

@@ -38,11 +38,17 @@ class Executor:
         """A_pre of a run's pretrained model, where its cells would run."""
         return evaluate_pretrained(spec, pretrained)
 
+    def close(self) -> None:
+        """Release what the executor started (a local Ray cluster)."""
+
 
 class LocalExecutor(Executor):
     """One cell after another in this process; a cell that raises is reported and the rest go on."""
 
     name = "local"
+
+    def __init__(self, log=print):
+        self.log = log
 
     def run(self, tasks, load_weights, on_result, on_failure) -> None:
         failed: set[str] = set()
@@ -69,5 +75,4 @@ def make_executor(name: str, **options) -> Executor:
     if name == "ray" and importlib.util.find_spec("ray") is None:
         raise ConfigError("--executor ray needs Ray: pip install 'ribench[ray]'")
     module, attr = EXECUTORS[name].split(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls(**options) if name != "local" else cls()
+    return getattr(importlib.import_module(module), attr)(**options)

@@ -143,13 +143,34 @@ class Plan:
         return len(tasks)
 
 
+def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = None, progress: bool = True,
+              log=print, threads: int | None = None, pretrained=None, keep_weights: bool | None = None) -> dict:
+    """Run every missing cell of several runs as one plan (each pretrained model loaded and evaluated once).
+
+    Returns {"planned": cells asked for, "ran": cells run, "pretrained": {pretrain: A_pre}}.
+    """
+    executor = executor or LocalExecutor()
+    loaded: dict[tuple, object] = {}
+    work = Plan(store, log, threads)
+    planned = ran = 0
+    accuracies = {}
+    try:
+        for spec in specs:
+            source = (spec.suite.name, spec.preset.name, spec.weights)
+            if source not in loaded:
+                loaded[source] = pretrained or load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)
+            pre_acc = pretrained_accuracies(spec, loaded[source], store, executor)
+            accuracies[spec.preset.name] = pre_acc
+            cells, pending = work.add(spec, loaded[source], pre_acc, keep_weights)
+            planned, ran = planned + cells, ran + pending
+        work.run(executor, progress, desc=specs[0].label if len(specs) == 1 else "grid")
+    finally:
+        executor.close()
+    return {"planned": planned, "ran": ran, "pretrained": accuracies}
+
+
 def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print,
             keep_weights: bool | None = None, executor: Executor | None = None, threads: int | None = None) -> dict:
     """Run every planned cell of one run not yet in the store; returns counts and the pretrained accuracies."""
-    executor = executor or LocalExecutor()
-    pretrained = pretrained or load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)
-    pre_acc = pretrained_accuracies(spec, pretrained, store, executor)
-    work = Plan(store, log, threads)
-    cells, pending = work.add(spec, pretrained, pre_acc, keep_weights)
-    work.run(executor, progress, desc=spec.label)
-    return {"planned": cells, "ran": pending, "pretrained": pre_acc}
+    counts = run_specs([spec], store, executor, progress, log, threads, pretrained, keep_weights)
+    return {**counts, "pretrained": counts["pretrained"][spec.preset.name]}

@@ -144,14 +144,20 @@ class ImageNetRIB(Suite):
         return _read_manifest(str(path))
 
     def manifest_hash(self) -> str:
-        """The manifests, the zero-shot template set, and (with a data root) the files found there."""
+        """The manifests, the zero-shot template set and the files found under the data root.
+
+        The files are part of the identity (a subset tree gives other results than the full one), so
+        there is no data-less variant: without a data root this attaches $RIBENCH_DATA_ROOT, as
+        loading a split does, or refuses in one line.
+        """
+        if self.data_root is None:
+            self.attach_data(None)
         key = (str(self.data_root), self.template_set)
         if self._cache.get("hash_key") != key:
             h = hashlib.sha256(super().manifest_hash().encode())
             h.update(f"templates={self.template_set}".encode())
-            if self.data_root is not None:
-                for name in self.datasets:
-                    h.update(self.listing(name).digest().encode())
+            for name in self.datasets:
+                h.update(self.listing(name).digest().encode())
             self._cache["hash_key"], self._cache["hash"] = key, h.hexdigest()
         return self._cache["hash"]
 
