@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import run_cli
 from ribench.errors import StoreError
@@ -83,8 +84,6 @@ def _record(dataset: str, seed: int, accuracy: float, label: str = "ft") -> Cell
 
 
 def _store(path: Path, records, weights=(), pretrained_acc=0.5) -> Path:
-    import torch
-
     with Store(path) as db:
         identity = {"kind": "pretrained", "suite": "rib-tiny", "pretrain": "mini-clip"}
         db.put_pretrained(cell_key(identity), "rib-tiny", "mini-clip", identity, {"sketch": pretrained_acc}, {}, 10.0)
@@ -104,7 +103,7 @@ def test_merge_of_disjoint_stores_is_their_union_with_weights(tmp_path):
     with Store(tmp_path / "c.sqlite") as db:
         assert {c.key: c.accuracies for c in db.cells()} == {a.key: a.accuracies, b.key: b.accuracies}
         assert [c.created_at for c in db.cells()] == [1000.0, 1000.0]
-        assert db.load_weights(a.key)["w"].tolist() == [0.6, 0.6] and not db.has_weights(b.key)
+        assert torch.equal(db.load_weights(a.key)["w"], torch.full((2,), 0.6)) and not db.has_weights(b.key)
         assert db.pretrained("rib-tiny", "mini-clip")[0]["created_at"] == 10.0
 
 
