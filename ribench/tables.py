@@ -25,3 +25,8 @@ def markdown(table: list[list[str]], numeric: bool = True, text_columns: int = 1
     lines = ["| " + " | ".join(table[0]) + " |", "|" + "|".join(rules) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table[1:]]
     return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """`markdown` of a header and rows given apart (numbers right-aligned)."""
+    return markdown([header, *rows], True, text_columns)

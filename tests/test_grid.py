@@ -138,3 +138,17 @@ def test_ingredient_runs_are_requests_a_worker_can_resolve_again():
     again = resolve(base.request.method, base.request.suite, overrides=base.request.overrides,
                     includes=base.request.includes)
     assert again.label == base.label == "ft[lr=0.05]" and again.protocol == base.protocol
+
+
+def test_a_worker_with_another_ribench_version_refuses_the_cell(clip):
+    from ribench.run.spec import plan
+    from ribench.run.tasks import CellFailed, CellTask, perform
+
+    spec = resolve("lp", "rib-tiny", "mini-clip", datasets=["sketch"], includes=[TINY])
+    cell = plan(spec, clip)[0]
+    task = CellTask(spec.request, spec.label, "lp", "sketch", 0, cell.key, {}, code=("0.0.1", None))
+    with pytest.raises(CellFailed, match="this worker runs ribench 0.1.0 .*, the driver 0.0.1 .*same version"):
+        perform(task)
+    other = CellTask(spec.request, spec.label, "lp", "sketch", 0, "0" * 64, {})
+    with pytest.raises(CellFailed, match="another cell than the driver planned"):
+        perform(other)

@@ -12,7 +12,7 @@ import torch
 
 from ribench.api import results
 from ribench.catalog import PRETRAINS, SUITES
-from ribench.distance.matrix import FORMATS, DistanceMatrix, aligned, record_json, write_record
+from ribench.distance.matrix import FORMATS, DistanceMatrix, record_json, write_record
 from ribench.distance.options import CONVENTIONS, SOLVERS, DistanceOptions
 from ribench.distance.plots import save_heatmap, save_relation_plot
 from ribench.distance.relation import forgetting_relation, rho_text, spearman
@@ -20,6 +20,7 @@ from ribench.distance.suite import suite_distances
 from ribench.errors import ConfigError, RibenchError
 from ribench.registry import include
 from ribench.store import default_store_path
+from ribench.tables import aligned
 
 __all__ = ["add_arguments", "run"]
 
@@ -130,7 +131,7 @@ def _relation(result: DistanceMatrix, suite, pretrained, store_path: Path, metho
     lines = [f"Distance to {suite.pretrain_eval} vs {label} ({'/'.join(map(str, seeds))} seed(s), store {store_path})",
              aligned([["dataset", "OTDD²", "forgetting", "RI"]] +
                      [[r.dataset, f"{r.distance:.4g}", f"{r.forgetting * 100:+.1f}", f"{r.RI * 100:+.1f}"]
-                      for r in relation.itertuples()]),
+                      for r in relation.itertuples()], rule=False),
              f"Spearman ρ(distance, forgetting) = {rho_text(correlations['forgetting'])}, "
              f"ρ(distance, RI) = {rho_text(correlations['RI'])} over {len(relation)} downstream datasets"
              + (f"; plot: {plot}" if plot else "")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ribench.tables import aligned, markdown
 from ribench.distance.options import DistanceOptions
 from ribench.errors import ConfigError
 
@@ -75,7 +76,7 @@ class DistanceMatrix:
         what = self.context.get("pretrain", "")
         header = (f"{self.options.quantity} between {self.context.get('feature_split', '')} splits in "
                   f"{what}'s feature space; {_options_text(self)}")
-        return header + "\n\n" + (_markdown(cells) if fmt == "markdown" else aligned(cells)) + "\n"
+        return header + "\n\n" + (markdown(cells) if fmt == "markdown" else aligned(cells, rule=False)) + "\n"
 
 
 def _finite_or_none(value) -> float | None:
@@ -90,17 +91,3 @@ def _options_text(result: DistanceMatrix) -> str:
     if o.solver == "sinkhorn":
         text += f", ε={o.epsilon:g}×median cost"
     return text
-
-
-def aligned(cells: list[list[str]]) -> str:
-    """Row names left, numbers right-aligned so that they line up by magnitude."""
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
-             for row in cells]
-    return "\n".join(lines)
-
-
-def _markdown(cells: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(cells[0]) + " |", "|---" + "|---:" * (len(cells[0]) - 1) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
-    return "\n".join(lines)

@@ -7,16 +7,9 @@ from pathlib import Path
 
 from ribench.leaderboard.rows import interval_text, measured_rows, reported_by_method, reported_sources
 from ribench.leaderboard.schema import OVERALL
+from ribench.tables import markdown_table
 
 __all__ = ["render_markdown"]
-
-
-def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
-    """Markdown table; the first `text_columns` columns left-aligned, numbers right-aligned."""
-    rules = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rules) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _short(sha: str) -> str:
@@ -51,11 +44,11 @@ def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap,
     for pretrain, group in measured.items():
         out += [f"## {pretrain} (measured)", ""]
         rows = measured_rows(group)
-        out.append(_table(["#", "method", *(c[0] for c in rows[0]["cells"])],
+        out.append(markdown_table(["#", "method", *(c[0] for c in rows[0]["cells"])],
                           [[str(n), r["method"], *(c[1] for c in r["cells"])] for n, r in enumerate(rows, 1)],
                           text_columns=2))
         out += ["", "RI per downstream dataset (mean over seeds):", ""]
-        out.append(_table(["method", *(c[0] for c in rows[0]["ri"]), "mRI"],
+        out.append(markdown_table(["method", *(c[0] for c in rows[0]["ri"]), "mRI"],
                           [[r["method"], *(c[1] for c in r["ri"]), r["cells"][0][1].split(" ")[0]] for r in rows]))
         pre = group[0]["pretrained"]
         out += ["", f"Pretrained model: ID {pre['ID']:.1f}, mean OOD {pre['OOD']:.1f}, "
@@ -63,7 +56,7 @@ def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap,
                 ""]
     if measured:
         out += ["## Provenance", "",
-                _table(["pretrain", "method", "hyperparameters", "seeds", "git commit(s)", "weights sha256",
+                markdown_table(["pretrain", "method", "hyperparameters", "seeds", "git commit(s)", "weights sha256",
                         "manifests sha256", "entry"],
                        [[e["pretrain"], e["method"]["label"],
                          json.dumps(e["method"]["hyperparameters"], sort_keys=True) if e["method"]["hyperparameters"]
@@ -92,7 +85,7 @@ def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap,
         metrics = sorted({name for group in reported.values() for e in group for name in e["metrics"]},
                          key=lambda n: OVERALL.index(n) if n in OVERALL else len(OVERALL))
         for metric in metrics:
-            out += [f"{metric}:", "", _table(["method", *(f"{p} ({names[p]})" for p in pretrains)],
+            out += [f"{metric}:", "", markdown_table(["method", *(f"{p} ({names[p]})" for p in pretrains)],
                                              [[label, *(interval_text(found[p]["metrics"].get(metric))
                                                         if p in found else "—" for p in pretrains)]
                                               for label, found in by_method.items()]), ""]

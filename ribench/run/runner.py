@@ -21,7 +21,7 @@ from ribench.run.cell import load_pretrained, pretrained_identity, provenance
 from ribench.run.executor import Executor, LocalExecutor
 from ribench.run.labels import method_label
 from ribench.run.spec import RunSpec, ingredient_spec, ingredient_specs, plan
-from ribench.run.tasks import CellTask
+from ribench.run.tasks import CellTask, code_version
 from ribench.store import Store, cell_key
 
 
@@ -103,7 +103,7 @@ class Plan:
                 request=spec.request, label=spec.label, method=spec.method_cls.name, dataset=cell.dataset,
                 seed=cell.seed, key=cell.key, pretrained_accuracies=pre_acc, keep_weights=keep,
                 needs={name: keys[(cell.dataset, cell.seed)] for name, keys in needs.items()},
-                threads=self.threads, local=(spec, pretrained))
+                threads=self.threads, code=code_version(), local=(spec, pretrained))
         return len(cells), len(pending)
 
     def run(self, executor: Executor, progress: bool = True, desc: str = "cells") -> int:

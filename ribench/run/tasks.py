@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from ribench import __version__
 from ribench.errors import RibenchError
-from ribench.run.cell import load_pretrained, run_cell
+from ribench.run.cell import git_commit, load_pretrained, run_cell
 from ribench.run.spec import RunRequest, cell_for, resolve
 from ribench.store import CellRecord
 from ribench.toolkit.weights import changed_tensors
@@ -34,6 +35,7 @@ class CellTask:
     keep_weights: bool = False
     needs: dict = field(default_factory=dict)     # ingredient method spec -> that cell's key
     threads: int | None = None                    # torch CPU threads on the worker
+    code: tuple = ()                              # the driver's (ribench version, git commit)
     # The driver's own resolved (spec, pretrained), for in-process execution; never shipped.
     local: Any = field(default=None, repr=False, compare=False)
 
@@ -62,10 +64,20 @@ def _spec_and_pretrained(task: CellTask):
     return _resolved[task.request]
 
 
+def code_version() -> tuple:
+    """(ribench version, git commit or None) of the code running here."""
+    return (__version__, git_commit())
+
+
 def perform(task: CellTask, ingredients: dict | None = None) -> tuple[CellRecord, dict | None]:
     """Run one cell; returns (record, the tensors that changed from θ0 when the task keeps weights)."""
     if task.threads:
         torch.set_num_threads(task.threads)
+    here = code_version()
+    if task.code and (task.code[0] != here[0] or None not in (task.code[1], here[1]) and task.code[1] != here[1]):
+        raise CellFailed(f"{task.describe()}: this worker runs ribench {here[0]} ({here[1] or 'no git commit'}), "
+                         f"the driver {task.code[0]} ({task.code[1] or 'no git commit'}); install the same "
+                         "version on every node")
     spec, pretrained = _spec_and_pretrained(task)
     cell = cell_for(spec, pretrained, task.dataset, task.seed)
     if cell.key != task.key:
