@@ -71,6 +71,29 @@ class HeadOnly(Method):
 '''
 
 
+# A method that raises on one dataset: its cell must be named, the others stored.
+RAISING_METHOD = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS
+from ribench.engine.method import Method
+
+
+@METHODS.register("{name}")
+class RaisesOnSketch(Method):
+    name = "{name}"
+    description = "fails on one dataset, to test that a failing cell is named and the others are stored"
+    paper = "none (a test)"
+
+    @dataclass
+    class Config:
+        pass
+
+    def prepare(self, ctx):
+        if ctx.train.dataset == "sketch":
+            raise RuntimeError("boom in prepare")
+'''
+
+
 def run_cli(capsys, *argv):
     from ribench.cli.main import main
 

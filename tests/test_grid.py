@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_cli
+from helpers import RAISING_METHOD, run_cli
 from ribench.errors import StoreError
 from ribench.run.spec import resolve
 from ribench.store import CellRecord, Store, cell_key
@@ -15,26 +15,6 @@ HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")
 ONE_EPOCH = ["--set", "epochs=1"]
 
-RAISING_METHOD = '''
-from dataclasses import dataclass
-from ribench.catalog import METHODS
-from ribench.engine.method import Method
-
-
-@METHODS.register("raises-on-sketch")
-class RaisesOnSketch(Method):
-    name = "raises-on-sketch"
-    description = "fails on one dataset, to test that a failing cell is named and the others are stored"
-    paper = "none (a test)"
-
-    @dataclass
-    class Config:
-        pass
-
-    def prepare(self, ctx):
-        if ctx.train.dataset == "sketch":
-            raise RuntimeError("boom in prepare")
-'''
 
 
 def grid(*extra):
@@ -60,7 +40,7 @@ def test_grid_runs_ingredients_once_then_every_method_and_resumes(capsys, tmp_pa
 
 def test_a_method_that_raises_fails_its_cell_by_name_and_the_rest_are_stored(capsys, tmp_path):
     plugin = tmp_path / "raises.py"
-    plugin.write_text(RAISING_METHOD)
+    plugin.write_text(RAISING_METHOD.replace("{name}", "raises-on-sketch"))
     store = str(tmp_path / "s.sqlite")
     code, out, err = run_cli(capsys, *grid("--methods", "raises-on-sketch,lp", "--datasets", "sketch,cartoon",
                                            "--include", str(plugin), "--store", store))

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'ribe
 
 import torch  # noqa: E402
 
-from helpers import run_cli  # noqa: E402
+from helpers import RAISING_METHOD, run_cli  # noqa: E402
 from ribench.errors import ConfigError  # noqa: E402
 from ribench.run.executor import LocalExecutor  # noqa: E402
 from ribench.run.ray_executor import RayExecutor, check_resources  # noqa: E402
@@ -67,27 +67,13 @@ class WaitsForPeer(Method):
         while len(list(folder.glob("started-*"))) < 2 and time.time() < deadline:
             time.sleep(0.1)
 
-
-@METHODS.register("raises-on-sketch-ray")
-class RaisesOnSketch(Method):
-    name = "raises-on-sketch-ray"
-    description = "fails on one dataset"
-    paper = "none (a test)"
-
-    @dataclass
-    class Config:
-        pass
-
-    def prepare(self, ctx):
-        if ctx.train.dataset == "sketch":
-            raise RuntimeError("boom on a worker")
 '''
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray-methods")
-    (folder / "worker_methods.py").write_text(WORKER_METHODS)
+    (folder / "worker_methods.py").write_text(WORKER_METHODS + RAISING_METHOD.replace("{name}", "raises-on-sketch-ray"))
     os.environ["RIBENCH_TEST_DIR"] = str(folder / "state")
     (folder / "state").mkdir()
     return folder
@@ -178,5 +164,5 @@ def test_a_method_that_raises_on_a_worker_names_its_cell(cluster, workdir, capsy
                            "--set", "epochs=1", "--store", store, "--no-progress", "--executor", "ray")
     assert code == 2
     assert ("1 of 2 cell(s) failed, the others are stored: raises-on-sketch-ray[epochs=1] on sketch, seed 0 "
-            "failed: RuntimeError: boom on a worker") in err
+            "failed: RuntimeError: boom in prepare") in err
     assert [c.dataset for c in Store(store).cells()] == ["cartoon"]
