@@ -47,11 +47,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
-from ribench.toolkit.layers import blocks, transformer_blocks
 from ribench.engine.context import FitContext
-from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, labelled_batches, relative, sample_indices,
-                                      trainable_layers, weighted_groups)
+from ribench.engine.trainer import train
+from ribench.methods._layerwise import (LayerwiseRates, eval_mode, labelled_batches, relative, sample_indices,
+                                        trainable_layers, weighted_groups)
+from ribench.methods.ft import FineTune
+from ribench.toolkit.layers import blocks, transformer_blocks
 
 
 def _identity_hook(module, args, kwargs, output):
@@ -74,8 +77,6 @@ def reinitialised(block: torch.nn.Module, seed: int) -> dict:
 
 def mean_loss(model, batches, overrides: dict | None = None) -> float:
     """Mean cross-entropy over pre-built (x, y, mask) batches; `overrides` replace weights by name."""
-    from torch.func import functional_call
-
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y, mask in batches:
@@ -122,9 +123,6 @@ class _Criticality(LayerwiseRates):
     def _measured_model(self, ctx):
         if self.config.partial_epochs <= 0:
             return ctx.model
-        from ribench.methods.ft import FineTune
-        from ribench.engine.trainer import train
-
         sub = FitContext(copy.deepcopy(ctx.model), ctx.pretrained, ctx.train, ctx.source, ctx.preprocess,
                          dataclasses.replace(ctx.protocol, epochs=self.config.partial_epochs), ctx.seed,
                          ctx.device)

@@ -24,7 +24,7 @@ Choices where the paper leaves room:
 - W0 (the anchor, and the point where r is measured) is the weights fine-tuning
   starts from — the paper's "W ← W0" initialisation: θ0 for `ft` and `flyp`, θ0
   with the probed head for `lpft`.
-- r, r̄, cohorts and the label-free estimate: see `ribench.methods.importance`.
+- r, r̄, cohorts and the label-free estimate: see `ribench.methods._importance`.
   λ = 0.01, the paper's fixed value (chosen in Fig. 5 on FLYP + ImageNet).
 - Gradient: R is not differentiable at w = w0; ribench adds the subgradient
   λ·r̄·sign(θ − θ0) (0 at θ = θ0, as autograd of |·| gives) in closed form after
@@ -43,7 +43,7 @@ import torch
 from ribench.toolkit.layers import image_parameters
 from ribench.engine.method import Regularizer
 from ribench.toolkit.penalties import add_to_gradients
-from ribench.methods.importance import Cohort, Estimate, importance, normalise
+from ribench.methods._importance import Cohort, Estimate, importance, normalise
 
 
 class ImportanceReg(Regularizer):

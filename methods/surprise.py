@@ -46,9 +46,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ribench.methods._layerwise import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
+                                        weighted_groups)
 from ribench.toolkit.layers import blocks, transformer_blocks
-from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
-                                      weighted_groups)
 
 
 def histogram(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:

@@ -12,9 +12,11 @@ from ribench.engine.compose import method_class
 from ribench.data.features import cached_features
 from ribench.toolkit.layers import blocks, transformer_blocks
 from ribench.engine.context import FitContext
-from ribench.methods.auto_rgn import AutoRGN, lbfgs_pairs, two_loop
-from ribench.methods.criticality import reinitialised
-from ribench.methods.surprise import histogram, kl_per_dimension, layer_surprise
+from ribench.methods._layerwise import labelled_batches
+from ribench.methods._lbfgs import lbfgs_pairs, two_loop
+from ribench.methods.auto_rgn import AutoRGN
+from ribench.methods.criticality import criticality, reinitialised
+from ribench.methods.surprise import ActivationTaps, histogram, kl_per_dimension, layer_surprise
 from ribench.run.spec import resolve
 from ribench.engine.trainer import position_labels
 
@@ -212,8 +214,6 @@ def test_surprise_is_zero_when_source_is_target(clip, tiny_suite):
 @pytest.mark.parametrize("which", ["clip", "sup"])
 def test_surprise_taps_read_the_layers_they_name(which, clip, sup, tiny_suite):
     """cls tokens of the last block, through the model's own final norm/pooling, give its features."""
-    from ribench.methods.surprise import ActivationTaps
-
     pretrained = {"clip": clip, "sup": sup}[which]
     model = pretrained.model.eval()
     x = pretrained.preprocess(torch.from_numpy(tiny_suite.train_split("sketch").images[:6]))
@@ -234,10 +234,6 @@ def test_surprise_taps_read_the_layers_they_name(which, clip, sup, tiny_suite):
 
 def test_sequence_first_open_clip_gives_the_same_activations_and_criticality(clip, tiny_suite):
     """Older open_clip runs its blocks on (tokens, batch, width): taps and identity removal must not care."""
-    from ribench.methods.auto_rgn import labelled_batches
-    from ribench.methods.criticality import criticality
-    from ribench.methods.surprise import ActivationTaps
-
     seq = copy.deepcopy(clip.model).eval()
     seq.clip.visual.transformer.batch_first = False
     for block in seq.clip.visual.transformer.resblocks:

@@ -1,6 +1,7 @@
 import dataclasses
 import importlib.metadata
 import json
+import subprocess
 import sys
 
 import pytest
@@ -311,3 +312,31 @@ def test_needs_must_be_a_sequence_of_names():
     with pytest.raises(ValueError, match="non-empty strings"):
         reg.register("w", json.dumps, needs=["ft", ""])
 
+
+
+# -- the built-in catalog: using one method imports that method's module only --------------------
+LAZY_PROBE = """
+import importlib.metadata, json, sys
+importlib.metadata.entry_points = lambda group=None: []      # no installed plugins
+def loaded():
+    return sorted(m for m in sys.modules if m.startswith("ribench.methods."))
+from ribench.catalog import METHODS
+after = {"import": loaded()}
+METHODS.names(); "ft" in METHODS; METHODS.canonical_name("wise-ft"); METHODS.declared_needs()
+after["names"] = loaded()
+METHODS.get("surprise")
+after["surprise"] = loaded()
+METHODS.get("wiseft")
+after["wiseft"] = loaded()
+print(json.dumps(after))
+"""
+
+
+def test_listing_names_and_resolving_one_method_import_no_other_method_module():
+    out = subprocess.run([sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["import"] == [] and loaded["names"] == []
+    # surprise's own module and the shared (underscored) layerwise helpers; no other method
+    assert loaded["surprise"] == ["ribench.methods._layerwise", "ribench.methods.surprise"]
+    assert loaded["wiseft"] == ["ribench.methods._layerwise", "ribench.methods.surprise", "ribench.methods.wiseft"]

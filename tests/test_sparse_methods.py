@@ -17,7 +17,7 @@ from ribench.toolkit.layers import cohorts, image_parameters
 from ribench.engine.context import FitContext
 from ribench.methods.ft import FineTune
 from ribench.methods.imp_reg import ImportanceReg
-from ribench.methods.importance import importance, normalise, prediction_entropy
+from ribench.methods._importance import importance, normalise, prediction_entropy
 from ribench.methods.saft import mean_gradient
 from ribench.run.runner import execute
 from ribench.run.spec import resolve
