@@ -19,6 +19,9 @@ from ribench.engine.method import Method, ParamGroup
 from ribench.engine.trainer import position_labels
 from ribench.toolkit.layers import image_parameters
 
+# The methods' `paper`: a citation, as the course paper has no URL.
+PAPER = 'Agarwala et al., "Automatic fine-tuning" (Stanford course paper)'
+
 
 def sample_indices(n_total: int, n: int, seed: int, stream: int) -> np.ndarray:
     """A seeded sample of `n` rows (sorted); n <= 0 or n >= n_total: every row."""

@@ -56,8 +56,8 @@ from typing import Literal
 import torch
 
 from ribench.engine.method import ParamGroup
-from ribench.methods._layerwise import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
-                                        weighted_groups)
+from ribench.methods._layerwise import (PAPER, LayerwiseRates, eval_mode, relative, sample_indices,
+                                        trainable_layers, weighted_groups)
 from ribench.methods._lbfgs import newton_directions
 
 
@@ -139,7 +139,7 @@ class AutoRGN(_LayerwiseRGN):
 class AutoRGNHessian(_LayerwiseRGN):
     name = "auto-rgn-hessian"
     description = "Auto-RGN with the gradient preconditioned by an L-BFGS inverse Hessian"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.2; no URL
+    paper = f"{PAPER}, Sec. 4.2"
 
     @dataclass
     class Config:
@@ -156,7 +156,7 @@ class AutoRGNHessian(_LayerwiseRGN):
 class AutoRGNChange(_LayerwiseRGN):
     name = "auto-rgn-change"
     description = "Auto-RGN on the change of gradient from source (pretraining domain) to target"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.2, Algorithm 1; no URL
+    paper = f"{PAPER}, Sec. 4.2, Algorithm 1"
 
     @dataclass
     class Config:

@@ -51,8 +51,8 @@ from torch.func import functional_call
 
 from ribench.engine.context import FitContext
 from ribench.engine.trainer import train
-from ribench.methods._layerwise import (LayerwiseRates, eval_mode, labelled_batches, relative, sample_indices,
-                                        trainable_layers, weighted_groups)
+from ribench.methods._layerwise import (PAPER, LayerwiseRates, eval_mode, labelled_batches, relative,
+                                        sample_indices, trainable_layers, weighted_groups)
 from ribench.methods.ft import FineTune
 from ribench.toolkit.layers import blocks, transformer_blocks
 
@@ -165,12 +165,12 @@ class _Criticality(LayerwiseRates):
 class CriticalityIdentity(_Criticality):
     name = "criticality-identity"
     description = "module criticality: block lr ∝ source-loss increase when the block is the identity"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.4, Algorithm 3; no URL
+    paper = f"{PAPER}, Sec. 4.4, Algorithm 3"
     removal = "identity"
 
 
 class CriticalityRandom(_Criticality):
     name = "criticality-random"
     description = "module criticality: block lr ∝ source-loss increase when the block is re-initialised"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.4, Algorithm 3; no URL
+    paper = f"{PAPER}, Sec. 4.4, Algorithm 3"
     removal = "random"

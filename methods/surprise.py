@@ -46,8 +46,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ribench.methods._layerwise import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
-                                        weighted_groups)
+from ribench.methods._layerwise import (PAPER, LayerwiseRates, eval_mode, relative, sample_indices,
+                                        trainable_layers, weighted_groups)
 from ribench.toolkit.layers import blocks, transformer_blocks
 
 
@@ -163,7 +163,7 @@ def layer_surprise(model, source, target, src_idx, tgt_idx, preprocess, device, 
 class Surprise(LayerwiseRates):
     name = "surprise"
     description = "layerwise surprise: layer lr ∝ KL(target ‖ source) of its activation histograms"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.3; no URL
+    paper = f"{PAPER}, Sec. 4.3"
 
     @dataclass
     class Config:
