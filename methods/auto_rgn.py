@@ -1,9 +1,9 @@
-"""auto-rgn and its extensions from seed 002 ("Automatic fine-tuning", Sec. 4.2, Algorithm 1).
+"""auto-rgn and its extensions from the Automatic fine-tuning paper (Agarwala et al.; Sec. 4.2, Algorithm 1).
 
 Layer ℓ is one parameter tensor of the image classifier; its learning rate is
 the base rate times a weight in [0, 1]:
 
-    Auto-RGN_ℓ        = ‖g_ℓ‖₂ / ‖θ_ℓ‖₂                     (Lee et al. 2022; seed 002 Sec. 4.2)
+    Auto-RGN_ℓ        = ‖g_ℓ‖₂ / ‖θ_ℓ‖₂                     (Lee et al. 2022; Agarwala et al. Sec. 4.2)
     +Hessian          = ‖H_ℓ⁻¹ g_ℓ‖₂ / ‖θ_ℓ‖₂               (Newton step, L-BFGS H⁻¹)
     +Hessian+Change   = ‖H_tgt,ℓ⁻¹ g_tgt,ℓ − H_src,ℓ⁻¹ g_src,ℓ‖₂ / ‖θ_ℓ‖₂    (Algorithm 1)
     +Change           = ‖g_tgt,ℓ − g_src,ℓ‖₂ / ‖θ_ℓ‖₂
@@ -13,12 +13,12 @@ g = ∇ mean cross-entropy at θ0. "tgt" is a seeded sample of the downstream
 train split, "src" a seeded sample of the pretraining-domain split (`ctx.source`,
 labels restricted to its class mask, as ribench.toolkit.gradients does).
 
-When the weights are computed. Seed 002 describes the Auto-RGN baseline of
+When the weights are computed. Agarwala et al. describe the Auto-RGN baseline of
 Lee et al. as "at each fine-tuning step" (Sec. 4.1): `auto-rgn` recomputes the
 weights from the current mini-batch gradient before every optimizer step
 (`every=step`, default; the trainer sets each group's lr from `lr_scale` after
 `after_backward`). `every=once` computes them once at θ0 on a sample of the train
-split, as seed 002's Algorithm 1 does for its extensions. The Hessian and Change
+split, as Agarwala et al.'s Algorithm 1 does for their extensions. The Hessian and Change
 variants are once-only, as Algorithm 1: a per-step version would need an L-BFGS
 memory built from noisy mini-batch gradients along the training path and, for
 Change, a source gradient every step — a different algorithm.
@@ -110,7 +110,7 @@ class AutoRGN(_LayerwiseRGN):
 
     @dataclass
     class Config:
-        every: Literal["step", "once"] = "step"   # Lee et al. / seed 002 Sec. 4.1: every step
+        every: Literal["step", "once"] = "step"   # Lee et al. / Agarwala et al. Sec. 4.1: every step
         samples: int = 512                        # every=once: target images (0: the whole split)
 
     def per_step(self) -> bool:

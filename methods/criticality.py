@@ -1,4 +1,5 @@
-"""criticality-identity, criticality-random: module criticality (seed 002 Sec. 4.4, Algorithms 3-4).
+"""criticality-identity, criticality-random: module criticality (the Automatic fine-tuning
+paper, Agarwala et al., Sec. 4.4, Algorithms 3-4).
 
 How much block ℓ matters to the pretrained network's predictions (V-information,
 Xu et al. 2020, as the paper re-purposes it): remove it and measure the loss on

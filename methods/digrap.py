@@ -1,4 +1,4 @@
-"""digrap: Directional Gradient Projection (Huang, Tian et al., ICLR 2025; seed paper 003).
+"""digrap: Directional Gradient Projection (Huang, Tian et al., ICLR 2025).
 
 Fine-tuning has two objectives, the task loss L and the regularizer ½‖θ − θ0‖²,
 whose gradient is r = θ − θ0. Per layer ℓ (one parameter tensor) the two
@@ -30,7 +30,7 @@ group, k = t the number of hyper steps so far):
        carried from earlier steps is treated as independent of ω). For AdamW
        the same expression is used and Adam's preconditioner is ignored.
 
-Choices where the paper (only its abstract is in the seed set) leaves room:
+Choices where the paper (ribench was written from its abstract alone) leaves room:
 
 - ω0 = 0 and μ = 5e-2 with Adam as the hyper-optimizer: the values in the
   DiGraP authors' development code (its "TPCGrad" strength starts at 0 and

@@ -1,4 +1,4 @@
-"""imp-reg: importance-guided regularization (Li et al., ECCV 2024; seed 000, Algorithm 2).
+"""imp-reg: importance-guided regularization (Li et al., ECCV 2024, Algorithm 2).
 
     r_i = (1/n_t)·Σ_j |g_i(x_j)|                  (Eq. 4, once, before training)
     r̄_i = r_i / max_{j ∈ S_i} r_j                 (Eq. 7, S_i = i's transformer block)

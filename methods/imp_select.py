@@ -1,4 +1,4 @@
-"""imp-select: importance-guided selective fine-tuning (Li et al., ECCV 2024; seed 000, Algorithm 1).
+"""imp-select: importance-guided selective fine-tuning (Li et al., ECCV 2024, Algorithm 1).
 
     r_i = (1/n_t)·Σ_j |g_i(x_j)|                                   (Eq. 4, at θ0)
     w_{t+1}^i = w_t^i − η·m^i·g^i,  m^i = 1 iff w^i ∈ T_ID           (Eqs. 5-6)

@@ -1,4 +1,5 @@
-"""surprise, surprise-diff: layerwise surprise (seed 002 Sec. 4.3, after Eastwood et al. 2022).
+"""surprise, surprise-diff: layerwise surprise (the Automatic fine-tuning paper,
+Agarwala et al., Sec. 4.3, after Eastwood et al. 2022).
 
 For each layer ℓ, the pretrained network's activations f_{1:ℓ}(x) on a sample of
 source (pretraining-domain, `ctx.source`) and target (downstream train) images;

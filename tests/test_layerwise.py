@@ -1,4 +1,5 @@
-"""Seed 002's layer-wise learning rates: Auto-RGN (+Hessian, +Change), layerwise surprise, module criticality."""
+"""Layer-wise learning rates of the Automatic fine-tuning paper (Agarwala et al.): Auto-RGN (+Hessian, +Change),
+layerwise surprise, module criticality."""
 
 import copy
 
