@@ -71,9 +71,18 @@ def eval_mode(model):
 
 class LayerwiseRates(Method):
     """A method whose definition is one lr multiplier per group: the cell records them
-    (details["method"]["layer_weights"]; for per-step Auto-RGN, the last step's)."""
+    (details["method"]["layer_weights"]; for per-step Auto-RGN, the last step's).
+
+    `layer_scores` and `layer_weights` ({group: score}, {group: multiplier}) are set
+    by `prepare` (or each step); the instance lives for one cell.
+    """
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.layer_scores: dict = {}
+        self.layer_weights: dict = {}
 
     def fit(self, ctx):
         result = super().fit(ctx)
-        result["layer_weights"] = {k: float(v) for k, v in ctx.state.get("layer_weights", {}).items()}
+        result["layer_weights"] = {k: float(v) for k, v in self.layer_weights.items()}
         return result

@@ -72,8 +72,8 @@ class _LayerwiseRGN(LayerwiseRates):
 
     def prepare(self, ctx):
         if not self.per_step():
-            ctx.state["layer_scores"] = self.scores(ctx)
-            ctx.state["layer_weights"] = self.weights_from_scores(ctx.state["layer_scores"])
+            self.layer_scores = self.scores(ctx)
+            self.layer_weights = self.weights_from_scores(self.layer_scores)
 
     def per_step(self) -> bool:
         return False
@@ -82,7 +82,7 @@ class _LayerwiseRGN(LayerwiseRates):
         members = {n: [p] for n, p in trainable_layers(ctx.model).items()}
         if self.per_step():
             return [ParamGroup(params, 1.0, n) for n, params in members.items()]   # set before every step
-        return weighted_groups(members, ctx.state["layer_weights"])
+        return weighted_groups(members, self.layer_weights)
 
     def _directions(self, ctx, split, stream, hessian):
         cfg = self.config
@@ -133,7 +133,7 @@ class AutoRGN(_LayerwiseRGN):
         weights = self.weights_from_scores(scores)
         for group in groups:
             group["lr_scale"] = weights[group["name"]]
-        ctx.state["layer_scores"], ctx.state["layer_weights"] = scores, weights
+        self.layer_scores, self.layer_weights = scores, weights
 
 
 class AutoRGNHessian(_LayerwiseRGN):

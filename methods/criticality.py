@@ -121,6 +121,10 @@ class _Criticality(LayerwiseRates):
         head: float = 1.0                               # lr multiplier of the head
         partial_epochs: int = 0                         # Algorithm 4: ft this long before measuring
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.criticality_losses: dict = {}              # set by prepare
+
     def _measured_model(self, ctx):
         if self.config.partial_epochs <= 0:
             return ctx.model
@@ -137,7 +141,7 @@ class _Criticality(LayerwiseRates):
         model = self._measured_model(ctx)
         batches = list(labelled_batches(split, idx, ctx.protocol.batch_size, ctx.preprocess, ctx.device))
         base, removed = criticality(model, batches, self.removal, ctx.seed)
-        ctx.state["criticality_losses"] = {"base": base, **removed}
+        self.criticality_losses = {"base": base, **removed}     # L(f) and L(f with block ℓ removed)
         if cfg.measure == "loss":
             return removed                                              # Algorithm 3: w_ℓ ← L(f', D_src)
         return {b: max(0.0, loss - base) for b, loss in removed.items()}  # I_V, clipped at 0
@@ -150,13 +154,13 @@ class _Criticality(LayerwiseRates):
         return {b: weights.get(b, 0.0) for b in scores}
 
     def prepare(self, ctx):
-        ctx.state["layer_scores"] = self.scores(ctx)
-        ctx.state["layer_weights"] = self.weights_from_scores(ctx.state["layer_scores"])
+        self.layer_scores = self.scores(ctx)
+        self.layer_weights = self.weights_from_scores(self.layer_scores)
 
     def param_groups(self, ctx):
         trainable = trainable_layers(ctx.model)
         members = {b: [trainable[n] for n in names if n in trainable] for b, names in blocks(ctx.model).items()}
-        weights = dict(ctx.state["layer_weights"])
+        weights = dict(self.layer_weights)
         for b in members:
             if b not in weights:
                 weights[b] = self.config.head if b == "head" else self.config.others

@@ -124,16 +124,20 @@ class DiGraP(Method):
         super().__init__(config)
         _check(self.config)
         self.omega: dict[str, float] = {}      # final ω per layer, filled by fit
+        self.projection: _State | None = None  # per-layer tensors and ω's optimizer, built on first use
 
     @classmethod
     def configure(cls, overrides):
         return _check(super().configure(overrides))     # refuse bad values before any work
 
+    def prepare(self, ctx):
+        self.projection = None        # built from this cell's model on first use
+
     def _inactive(self) -> bool:
         return not self.config.learn_omega and self.config.omega_init == 0.0
 
     def _state(self, ctx: FitContext) -> _State:
-        if "digrap" not in ctx.state:
+        if self.projection is None:
             frozen = dict(ctx.pretrained.named_parameters())
             head = {id(p) for p in ctx.model.head.parameters()}
             names, params, anchors = [], [], []
@@ -145,8 +149,8 @@ class DiGraP(Method):
                 names.append(name)
                 params.append(p)
                 anchors.append(frozen[name].detach())
-            ctx.state["digrap"] = _State(names, params, anchors, self.config.omega_init)
-        return ctx.state["digrap"]
+            self.projection = _State(names, params, anchors, self.config.omega_init)
+        return self.projection
 
     @torch.no_grad()
     def after_backward(self, ctx):
@@ -174,7 +178,7 @@ class DiGraP(Method):
 
     @torch.no_grad()
     def after_step(self, ctx):
-        st = ctx.state.get("digrap")
+        st = self.projection
         if st is None or st.c is None:
             return
         lr_of = {id(p): group["lr"] for group in ctx.optimizer.param_groups for p in group["params"]}

@@ -173,6 +173,10 @@ class Surprise(LayerwiseRates):
         tokens: Literal["mean", "cls", "all"] = "mean"     # how a block's tokens reduce per image
         smoothing: float = 1e-6                            # ε added to every bin probability
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.layer_surprise: dict = {}                     # s_ℓ per block, set by prepare
+
     def surprise(self, ctx) -> dict:
         cfg = self.config
         src = sample_indices(len(ctx.source), cfg.samples, ctx.seed, 31)
@@ -196,12 +200,12 @@ class Surprise(LayerwiseRates):
         missing = set(members) - set(s)
         if missing:
             raise ValueError(f"no activation for layer(s) {sorted(missing)}")
-        ctx.state["layer_surprise"] = {b: s[b] for b in members}
-        ctx.state["layer_scores"] = self.scores(ctx.state["layer_surprise"])
-        ctx.state["layer_weights"] = self.weights_from_scores(ctx.state["layer_scores"])
+        self.layer_surprise = {b: s[b] for b in members}              # s_ℓ per block, input to output
+        self.layer_scores = self.scores(self.layer_surprise)
+        self.layer_weights = self.weights_from_scores(self.layer_scores)
 
     def param_groups(self, ctx):
-        return weighted_groups(self._members(ctx), ctx.state["layer_weights"])
+        return weighted_groups(self._members(ctx), self.layer_weights)
 
 
 class SurpriseDiff(Surprise):
