@@ -1,4 +1,5 @@
-"""criticality-identity, criticality-random: module criticality (seed 002 Sec. 4.4, Algorithms 3-4).
+"""criticality-identity, criticality-random: module criticality (the Automatic fine-tuning
+paper, Agarwala et al., Sec. 4.4, Algorithms 3-4).
 
 How much block ℓ matters to the pretrained network's predictions (V-information,
 Xu et al. 2020, as the paper re-purposes it): remove it and measure the loss on
@@ -47,11 +48,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
-from ribench.toolkit.layers import blocks, transformer_blocks
 from ribench.engine.context import FitContext
-from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, labelled_batches, relative, sample_indices,
-                                      trainable_layers, weighted_groups)
+from ribench.engine.trainer import train
+from ribench.methods._layerwise import (PAPER, LayerwiseRates, eval_mode, labelled_batches, relative,
+                                        sample_indices, trainable_layers, weighted_groups)
+from ribench.methods.ft import FineTune
+from ribench.toolkit.layers import blocks, transformer_blocks
 
 
 def _identity_hook(module, args, kwargs, output):
@@ -74,8 +78,6 @@ def reinitialised(block: torch.nn.Module, seed: int) -> dict:
 
 def mean_loss(model, batches, overrides: dict | None = None) -> float:
     """Mean cross-entropy over pre-built (x, y, mask) batches; `overrides` replace weights by name."""
-    from torch.func import functional_call
-
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y, mask in batches:
@@ -119,12 +121,13 @@ class _Criticality(LayerwiseRates):
         head: float = 1.0                               # lr multiplier of the head
         partial_epochs: int = 0                         # Algorithm 4: ft this long before measuring
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.criticality_losses: dict = {}              # set by prepare
+
     def _measured_model(self, ctx):
         if self.config.partial_epochs <= 0:
             return ctx.model
-        from ribench.methods.ft import FineTune
-        from ribench.engine.trainer import train
-
         sub = FitContext(copy.deepcopy(ctx.model), ctx.pretrained, ctx.train, ctx.source, ctx.preprocess,
                          dataclasses.replace(ctx.protocol, epochs=self.config.partial_epochs), ctx.seed,
                          ctx.device)
@@ -138,7 +141,7 @@ class _Criticality(LayerwiseRates):
         model = self._measured_model(ctx)
         batches = list(labelled_batches(split, idx, ctx.protocol.batch_size, ctx.preprocess, ctx.device))
         base, removed = criticality(model, batches, self.removal, ctx.seed)
-        ctx.state["criticality_losses"] = {"base": base, **removed}
+        self.criticality_losses = {"base": base, **removed}     # L(f) and L(f with block ℓ removed)
         if cfg.measure == "loss":
             return removed                                              # Algorithm 3: w_ℓ ← L(f', D_src)
         return {b: max(0.0, loss - base) for b, loss in removed.items()}  # I_V, clipped at 0
@@ -151,13 +154,13 @@ class _Criticality(LayerwiseRates):
         return {b: weights.get(b, 0.0) for b in scores}
 
     def prepare(self, ctx):
-        ctx.state["layer_scores"] = self.scores(ctx)
-        ctx.state["layer_weights"] = self.weights_from_scores(ctx.state["layer_scores"])
+        self.layer_scores = self.scores(ctx)
+        self.layer_weights = self.weights_from_scores(self.layer_scores)
 
     def param_groups(self, ctx):
         trainable = trainable_layers(ctx.model)
         members = {b: [trainable[n] for n in names if n in trainable] for b, names in blocks(ctx.model).items()}
-        weights = dict(ctx.state["layer_weights"])
+        weights = dict(self.layer_weights)
         for b in members:
             if b not in weights:
                 weights[b] = self.config.head if b == "head" else self.config.others
@@ -167,12 +170,12 @@ class _Criticality(LayerwiseRates):
 class CriticalityIdentity(_Criticality):
     name = "criticality-identity"
     description = "module criticality: block lr ∝ source-loss increase when the block is the identity"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.4, Algorithm 3; no URL
+    paper = f"{PAPER}, Sec. 4.4, Algorithm 3"
     removal = "identity"
 
 
 class CriticalityRandom(_Criticality):
     name = "criticality-random"
     description = "module criticality: block lr ∝ source-loss increase when the block is re-initialised"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.4, Algorithm 3; no URL
+    paper = f"{PAPER}, Sec. 4.4, Algorithm 3"
     removal = "random"

@@ -1,4 +1,4 @@
-"""digrap: Directional Gradient Projection (Huang, Tian et al., ICLR 2025; seed paper 003).
+"""digrap: Directional Gradient Projection (Huang, Tian et al., ICLR 2025).
 
 Fine-tuning has two objectives, the task loss L and the regularizer ½‖θ − θ0‖²,
 whose gradient is r = θ − θ0. Per layer ℓ (one parameter tensor) the two
@@ -30,7 +30,7 @@ group, k = t the number of hyper steps so far):
        carried from earlier steps is treated as independent of ω). For AdamW
        the same expression is used and Adam's preconditioner is ignored.
 
-Choices where the paper (only its abstract is in the seed set) leaves room:
+Choices where the paper (ribench was written from its abstract alone) leaves room:
 
 - ω0 = 0 and μ = 5e-2 with Adam as the hyper-optimizer: the values in the
   DiGraP authors' development code (its "TPCGrad" strength starts at 0 and
@@ -124,16 +124,20 @@ class DiGraP(Method):
         super().__init__(config)
         _check(self.config)
         self.omega: dict[str, float] = {}      # final ω per layer, filled by fit
+        self.projection: _State | None = None  # per-layer tensors and ω's optimizer, built on first use
 
     @classmethod
     def configure(cls, overrides):
         return _check(super().configure(overrides))     # refuse bad values before any work
 
+    def prepare(self, ctx):
+        self.projection = None        # built from this cell's model on first use
+
     def _inactive(self) -> bool:
         return not self.config.learn_omega and self.config.omega_init == 0.0
 
     def _state(self, ctx: FitContext) -> _State:
-        if "digrap" not in ctx.state:
+        if self.projection is None:
             frozen = dict(ctx.pretrained.named_parameters())
             head = {id(p) for p in ctx.model.head.parameters()}
             names, params, anchors = [], [], []
@@ -145,8 +149,8 @@ class DiGraP(Method):
                 names.append(name)
                 params.append(p)
                 anchors.append(frozen[name].detach())
-            ctx.state["digrap"] = _State(names, params, anchors, self.config.omega_init)
-        return ctx.state["digrap"]
+            self.projection = _State(names, params, anchors, self.config.omega_init)
+        return self.projection
 
     @torch.no_grad()
     def after_backward(self, ctx):
@@ -174,7 +178,7 @@ class DiGraP(Method):
 
     @torch.no_grad()
     def after_step(self, ctx):
-        st = ctx.state.get("digrap")
+        st = self.projection
         if st is None or st.c is None:
             return
         lr_of = {id(p): group["lr"] for group in ctx.optimizer.param_groups for p in group["params"]}

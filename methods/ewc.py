@@ -36,6 +36,11 @@ class EWC(Regularizer):
         normalize: Literal["mean", "none"] = "mean"
         fisher_samples: int = 0          # 0: the whole downstream train split
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.fisher: dict = {}        # F per backbone weight, set by prepare
+        self._terms = None            # (θ, θ0, F) of the trained weights, once the loop chose them
+
     def prepare(self, ctx):
         backbone = {id(p) for p in ctx.model.backbone_parameters()}
         params = {n: p for n, p in ctx.model.named_parameters() if id(p) in backbone}
@@ -47,16 +52,16 @@ class EWC(Regularizer):
             count = sum(f.numel() for f in fisher.values())
             scale = float(count / total) if total > 0 else 1.0
             fisher = {n: f * scale for n, f in fisher.items()}
-        ctx.state["ewc_fisher"] = fisher
+        self.fisher, self._terms = fisher, None
 
     def _anchors(self, ctx):
-        if "ewc" not in ctx.state:
+        if self._terms is None:
             names, params, anchors = anchored_parameters(ctx)
-            fisher = ctx.state["ewc_fisher"]
+            fisher = self.fisher
             keep = [i for i, n in enumerate(names) if n in fisher]
-            ctx.state["ewc"] = ([params[i] for i in keep], [anchors[i] for i in keep],
-                                [fisher[names[i]] for i in keep])
-        return ctx.state["ewc"]
+            self._terms = ([params[i] for i in keep], [anchors[i] for i in keep],
+                           [fisher[names[i]] for i in keep])
+        return self._terms
 
     def value(self, ctx) -> torch.Tensor:
         params, anchors, fisher = self._anchors(ctx)

@@ -36,6 +36,11 @@ class FLYP(Method):
     class Config:
         pass
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.tokens = None            # class × template caption tokens, set by prepare
+        self.caption_rng = None       # which template captions each image
+
     def prepare(self, ctx):
         model = ctx.model
         if not hasattr(model, "clip") or not hasattr(model, "tokenizer"):
@@ -43,16 +48,16 @@ class FLYP(Method):
         names = [ctx.class_names[c] for c in ctx.train.class_mask]
         templates = list(ctx.templates)
         tokens = model.tokenizer([t.format(n) for n in names for t in templates])
-        ctx.state["flyp_tokens"] = tokens.view(len(names), len(templates), -1).to(ctx.device)
-        ctx.state["flyp_rng"] = np.random.default_rng([ctx.seed, 2])
+        self.tokens = tokens.view(len(names), len(templates), -1).to(ctx.device)
+        self.caption_rng = np.random.default_rng([ctx.seed, 2])
 
     def param_groups(self, ctx):
         return [ParamGroup(list(ctx.model.clip.parameters()), 1.0, "clip")]
 
     def compute_loss(self, ctx, batch):
         clip = ctx.model.clip
-        tokens = ctx.state["flyp_tokens"]
-        choice = ctx.state["flyp_rng"].integers(tokens.shape[1], size=len(batch.labels))
+        tokens = self.tokens
+        choice = self.caption_rng.integers(tokens.shape[1], size=len(batch.labels))
         captions = tokens[batch.labels, torch.from_numpy(choice).to(tokens.device)]
         image = F.normalize(clip.encode_image(batch.images), dim=-1)
         text = F.normalize(clip.encode_text(captions), dim=-1)

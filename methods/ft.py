@@ -12,6 +12,8 @@ from ribench.engine.method import Method
 class FineTune(Method):
     name = "ft"
     description = "full fine-tuning: all image-classifier weights, cross-entropy"
+    paper = ('J. Hwang, "ImageNet-RIB Benchmark: Large Pre-Training Datasets Don\'t Guarantee Robustness '
+             'after Fine-Tuning" (MIT talk, 2025): its fine-tuning baseline')
 
     @dataclass
     class Config:

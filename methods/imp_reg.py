@@ -1,4 +1,4 @@
-"""imp-reg: importance-guided regularization (Li et al., ECCV 2024; seed 000, Algorithm 2).
+"""imp-reg: importance-guided regularization (Li et al., ECCV 2024, Algorithm 2).
 
     r_i = (1/n_t)·Σ_j |g_i(x_j)|                  (Eq. 4, once, before training)
     r̄_i = r_i / max_{j ∈ S_i} r_j                 (Eq. 7, S_i = i's transformer block)
@@ -24,7 +24,7 @@ Choices where the paper leaves room:
 - W0 (the anchor, and the point where r is measured) is the weights fine-tuning
   starts from — the paper's "W ← W0" initialisation: θ0 for `ft` and `flyp`, θ0
   with the probed head for `lpft`.
-- r, r̄, cohorts and the label-free estimate: see `ribench.methods.importance`.
+- r, r̄, cohorts and the label-free estimate: see `ribench.methods._importance`.
   λ = 0.01, the paper's fixed value (chosen in Fig. 5 on FLYP + ImageNet).
 - Gradient: R is not differentiable at w = w0; ribench adds the subgradient
   λ·r̄·sign(θ − θ0) (0 at θ = θ0, as autograd of |·| gives) in closed form after
@@ -43,7 +43,7 @@ import torch
 from ribench.toolkit.layers import image_parameters
 from ribench.engine.method import Regularizer
 from ribench.toolkit.penalties import add_to_gradients
-from ribench.methods.importance import Cohort, Estimate, importance, normalise
+from ribench.methods._importance import Cohort, Estimate, importance, normalise
 
 
 class ImportanceReg(Regularizer):
@@ -59,6 +59,12 @@ class ImportanceReg(Regularizer):
         estimate: Estimate = "ce"      # r from cross-entropy, or label-free prediction entropy
         samples: int = 0               # 0: r over the whole downstream train split
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.rbar: dict = {}          # r̄ per image-classifier weight (Eq. 7), set by prepare
+        self.start: dict = {}         # W0: the weights fine-tuning starts from
+        self._cached = None           # (θ, W0, r̄) of the trained weights, once the loop chose them
+
     def prepare(self, ctx):
         r = importance(ctx, self.config.estimate, self.config.samples or None)      # Eq. 4
         rbar = normalise(r, ctx.model, self.config.cohort)                          # Eq. 7
@@ -69,18 +75,16 @@ class ImportanceReg(Regularizer):
         for name, p in image_parameters(ctx.model).items():
             same = name in frozen and torch.equal(frozen[name], p)
             start[name] = frozen[name].detach() if same else p.detach().clone()     # W0: where training starts
-        ctx.state["imp_reg_rbar"] = rbar
-        ctx.state["imp_reg_start"] = start
-        ctx.state.pop("imp_reg", None)
+        self.rbar, self.start, self._cached = rbar, start, None
 
     def _terms(self, ctx):
         """(trained weights θ, their W0, their r̄), fixed once the loop has chosen what trains."""
-        if "imp_reg" not in ctx.state:
-            rbar, start = ctx.state["imp_reg_rbar"], ctx.state["imp_reg_start"]
+        if self._cached is None:
+            rbar, start = self.rbar, self.start
             names = [n for n, p in image_parameters(ctx.model).items() if p.requires_grad and n in rbar]
             params = dict(ctx.model.named_parameters())
-            ctx.state["imp_reg"] = ([params[n] for n in names], [start[n] for n in names], [rbar[n] for n in names])
-        return ctx.state["imp_reg"]
+            self._cached = ([params[n] for n in names], [start[n] for n in names], [rbar[n] for n in names])
+        return self._cached
 
     def value(self, ctx) -> torch.Tensor:
         params, anchors, rbar = self._terms(ctx)

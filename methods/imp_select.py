@@ -1,4 +1,4 @@
-"""imp-select: importance-guided selective fine-tuning (Li et al., ECCV 2024; seed 000, Algorithm 1).
+"""imp-select: importance-guided selective fine-tuning (Li et al., ECCV 2024, Algorithm 1).
 
     r_i = (1/n_t)·Σ_j |g_i(x_j)|                                   (Eq. 4, at θ0)
     w_{t+1}^i = w_t^i − η·m^i·g^i,  m^i = 1 iff w^i ∈ T_ID           (Eqs. 5-6)
@@ -8,7 +8,7 @@ once over backbone and head; every other weight stays at θ0. k = 10%: the paper
 gives no k for Algorithm 1; 10% is the fraction its Fig. 1 trains at random
 for comparison, and METHODS.md's default. Importance and its choices (one scalar weight
 per "neuron", per-sample gradients, CE or label-free entropy) are those of
-`ribench.methods.importance`.
+`ribench.methods._importance`.
 
 - The mask has ⌊kD⌋ entries; ties are broken as in `saft`: a stable sort by
   (−r, position in the image classifier's tensors laid end to end).
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ribench.errors import ConfigError
-from ribench.methods.importance import Estimate, importance
+from ribench.methods._importance import Estimate, importance
 from ribench.toolkit.sparse import MaskedFineTune, mask_size
 
 

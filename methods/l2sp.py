@@ -29,11 +29,18 @@ class L2SP(Regularizer):
     class Config:
         lam: float = 1e-2
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._terms = None            # (θ, θ0) of the trained weights, once the loop chose them
+
+    def prepare(self, ctx):
+        self._terms = None
+
     def _anchors(self, ctx):
-        if "l2sp" not in ctx.state:
+        if self._terms is None:
             _, params, anchors = anchored_parameters(ctx)
-            ctx.state["l2sp"] = (params, anchors)
-        return ctx.state["l2sp"]
+            self._terms = (params, anchors)
+        return self._terms
 
     def value(self, ctx) -> torch.Tensor:
         params, anchors = self._anchors(ctx)

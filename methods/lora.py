@@ -71,6 +71,11 @@ class LoRA(Method):
         rank: int = 8
         alpha: float = 1.0
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.targets: list = []       # (module, "weight") pairs, set by prepare
+        self.adapters: list = []
+
     def prepare(self, ctx):
         targets = fused_qkv_weights(ctx.model.image_backbone())
         if not targets:
@@ -81,14 +86,12 @@ class LoRA(Method):
             adapter = QueryValueLoRA(weight.shape[1], self.config.rank, self.config.alpha).to(weight.device)
             parametrize.register_parametrization(module, attr, adapter)
             adapters.append(adapter)
-        ctx.state["lora"] = (targets, adapters)
+        self.targets, self.adapters = targets, adapters
 
     def param_groups(self, ctx):
-        _, adapters = ctx.state["lora"]
-        return [ParamGroup([p for a in adapters for p in a.parameters()], 1.0, "adapters")]
+        return [ParamGroup([p for a in self.adapters for p in a.parameters()], 1.0, "adapters")]
 
     def finish(self, ctx):
         """Merge: W ← W + (α/r)·ΔW, then a plain parameter again."""
-        targets, _ = ctx.state["lora"]
-        for module, attr in targets:
+        for module, attr in self.targets:
             parametrize.remove_parametrizations(module, attr, leave_parametrized=True)

@@ -24,6 +24,8 @@ from ribench.engine.trainer import build_optimizer, position_labels, steps_per_e
 class LinearProbe(Method):
     name = "lp"
     description = "linear probe: frozen backbone, head trained on cached features"
+    paper = ('J. Hwang, "ImageNet-RIB Benchmark: Large Pre-Training Datasets Don\'t Guarantee Robustness '
+             'after Fine-Tuning" (MIT talk, 2025): its linear-probing baseline')
     frozen_backbone = True     # evaluated through cached test features and the trained head
     composable = False         # trains on cached features, outside the loop
 

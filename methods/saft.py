@@ -1,4 +1,4 @@
-"""saft: sparse adaptation for fine-tuning (Sony AI, ECCV 2024, arXiv 2407.03036; seed 001).
+"""saft: sparse adaptation for fine-tuning (Sony AI, ECCV 2024, arXiv 2407.03036).
 
 Phase 1, once, at θ0 (Algorithm 1):
     w = (1/N)·Σ_i ∇θ L_CE(x_i, y_i; θ)                      (Eq. 2, the whole train split)

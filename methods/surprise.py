@@ -1,4 +1,5 @@
-"""surprise, surprise-diff: layerwise surprise (seed 002 Sec. 4.3, after Eastwood et al. 2022).
+"""surprise, surprise-diff: layerwise surprise (the Automatic fine-tuning paper,
+Agarwala et al., Sec. 4.3, after Eastwood et al. 2022).
 
 For each layer ℓ, the pretrained network's activations f_{1:ℓ}(x) on a sample of
 source (pretraining-domain, `ctx.source`) and target (downstream train) images;
@@ -46,9 +47,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ribench.methods._layerwise import (PAPER, LayerwiseRates, eval_mode, relative, sample_indices,
+                                        trainable_layers, weighted_groups)
 from ribench.toolkit.layers import blocks, transformer_blocks
-from ribench.methods.auto_rgn import (LayerwiseRates, eval_mode, relative, sample_indices, trainable_layers,
-                                      weighted_groups)
 
 
 def histogram(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
@@ -163,7 +164,7 @@ def layer_surprise(model, source, target, src_idx, tgt_idx, preprocess, device, 
 class Surprise(LayerwiseRates):
     name = "surprise"
     description = "layerwise surprise: layer lr ∝ KL(target ‖ source) of its activation histograms"
-    paper = ""      # seed 002 (Agarwala et al., "Automatic fine-tuning"), Sec. 4.3; no URL
+    paper = f"{PAPER}, Sec. 4.3"
 
     @dataclass
     class Config:
@@ -171,6 +172,10 @@ class Surprise(LayerwiseRates):
         bins: int = 8                                      # per dimension, over the joint range
         tokens: Literal["mean", "cls", "all"] = "mean"     # how a block's tokens reduce per image
         smoothing: float = 1e-6                            # ε added to every bin probability
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.layer_surprise: dict = {}                     # s_ℓ per block, set by prepare
 
     def surprise(self, ctx) -> dict:
         cfg = self.config
@@ -195,12 +200,12 @@ class Surprise(LayerwiseRates):
         missing = set(members) - set(s)
         if missing:
             raise ValueError(f"no activation for layer(s) {sorted(missing)}")
-        ctx.state["layer_surprise"] = {b: s[b] for b in members}
-        ctx.state["layer_scores"] = self.scores(ctx.state["layer_surprise"])
-        ctx.state["layer_weights"] = self.weights_from_scores(ctx.state["layer_scores"])
+        self.layer_surprise = {b: s[b] for b in members}              # s_ℓ per block, input to output
+        self.layer_scores = self.scores(self.layer_surprise)
+        self.layer_weights = self.weights_from_scores(self.layer_scores)
 
     def param_groups(self, ctx):
-        return weighted_groups(self._members(ctx), ctx.state["layer_weights"])
+        return weighted_groups(self._members(ctx), self.layer_weights)
 
 
 class SurpriseDiff(Surprise):

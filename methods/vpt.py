@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ribench.engine.method import Method, ParamGroup
+from ribench.errors import ConfigError
 from ribench.pretrains.base import Classifier
 
 
@@ -68,16 +69,18 @@ class VisualPrompt(Method):
         prompt_size: int = 30         # border width at `reference_size` px
         reference_size: int = 224
 
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.pad: int | None = None   # the border width at the cell's image size, set by prepare
+
     def prepare(self, ctx):
         image_size = int(ctx.train.images.shape[1])
         pad = max(1, round(self.config.prompt_size * image_size / self.config.reference_size))
         if 2 * pad >= image_size:
-            from ribench.errors import ConfigError
-
             raise ConfigError(f"vpt: a {pad}px border leaves nothing of a {image_size}px image")
         prompter = PadPrompter(image_size, pad).to(ctx.device)
         ctx.model = Prompted(ctx.model, prompter)
-        ctx.state["vpt_pad"] = pad
+        self.pad = pad
 
     def param_groups(self, ctx):
         return [ParamGroup(list(ctx.model.prompter.parameters()), 1.0, "prompt")]

@@ -13,6 +13,8 @@ from ribench.engine.method import Method
 class ZeroShot(Method):
     name = "zeroshot"
     description = "no training: the pretrained model and its (zero-shot or restricted) head"
+    paper = ('J. Hwang, "ImageNet-RIB Benchmark: Large Pre-Training Datasets Don\'t Guarantee Robustness '
+             'after Fine-Tuning" (MIT talk, 2025): the pretrained model it measures robustness against')
     uses_pretrained_eval = True     # its accuracies are the pretrained evaluation
     composable = False
 

@@ -2,9 +2,12 @@
 
 A registry maps a canonical name (and its aliases) to a target: either the object
 itself or a lazy ``"package.module:attr"`` string imported on first use, so that
-listing names never imports torch-heavy modules. Third-party packages add entries
-through the ``ribench.<kind>s`` entry-point group; a user's own file can be pulled
-in with :func:`include`.
+listing names never imports torch-heavy modules and resolving one name imports
+only its own module. A registry given a ``base`` class checks each target against
+it when the target is loaded, so a wrong plugin fails with one line naming it
+instead of deep inside a run. Third-party packages add entries through the
+``ribench.<kind>s`` entry-point group; a user's own file can be pulled in with
+:func:`include`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class RegistryEntry(NamedTuple):
     aliases: tuple[str, ...]
     description: str
     defaults: dict[str, Any]
+    needs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -42,6 +46,19 @@ class _Slot:
     description: str
     defaults: dict[str, Any] | None
     resolved: bool
+    needs: tuple[str, ...] = ()
+    source: str | None = None  # the lazy "module:attr" spelling, kept for error messages
+    checked: bool = False  # the target passed the base-class check
+
+
+def _needs(needs: Iterable[str]) -> tuple[str, ...]:
+    """Validated ``needs``: a string here is almost always a forgotten tuple comma."""
+    if isinstance(needs, str):
+        raise ValueError(f"needs must be a sequence of names, not the string {needs!r}")
+    found = tuple(dict.fromkeys(needs))
+    if any(not isinstance(n, str) or not n for n in found):
+        raise ValueError(f"needs must hold non-empty strings, got {found!r}")
+    return found
 
 
 def _dotted_path(obj: Any) -> str | None:
@@ -88,6 +105,16 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _what(obj: Any) -> str:
+    """A short, one-line account of what a wrongly registered target is."""
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    path = _dotted_path(obj)
+    if path is not None and callable(obj):
+        return f"the {type(obj).__name__} {path.replace(':', '.')}"
+    return f"a value of type {type(obj).__name__}"
+
+
 def _defaults_of(target: Any) -> dict[str, Any]:
     """Hyperparameter defaults a target advertises, for listing only."""
     defaults = getattr(target, "defaults", None)
@@ -112,10 +139,16 @@ def _defaults_of(target: Any) -> dict[str, Any]:
 
 
 class Registry:
-    """Names → components of one kind ("method", "suite", "pretrain")."""
+    """Names → components of one kind ("method", "suite", "pretrain").
 
-    def __init__(self, kind: str):
+    ``base``: a class (or a lazy ``"module:attr"`` spelling of one, so that
+    creating the registry imports nothing) that every target must subclass;
+    checked when a target is loaded. None: targets are not checked.
+    """
+
+    def __init__(self, kind: str, base: type | str | None = None):
         self.kind = kind
+        self._base = base
         self._slots: dict[str, _Slot] = {}
         self._alias_to_name: dict[str, str] = {}
         self._entry_points_loaded = False
@@ -133,17 +166,26 @@ class Registry:
         aliases: Iterable[str] = (),
         description: str = "",
         defaults: dict[str, Any] | None = None,
+        needs: Iterable[str] = (),
     ) -> Any:
         """Register ``target`` under ``name``; without a target, return a decorator.
+
+        ``description`` and ``defaults`` are for listing only; leave them out
+        when the target carries its own (a method class), so there is one
+        source. ``needs``: names of other components this one uses by default
+        (a derived method's ingredient specs), readable by
+        :meth:`declared_needs` without importing anything.
 
         Re-registering the same target is a no-op (modules get imported twice
         via entry points and decorators); a different target is a programming
         error and raises ValueError.
         """
+        needs = _needs(needs)
         if target is None:
 
             def decorator(obj: Any) -> Any:
-                self.register(name, obj, aliases=aliases, description=description, defaults=defaults)
+                self.register(name, obj, aliases=aliases, description=description, defaults=defaults,
+                              needs=needs)
                 return obj
 
             return decorator
@@ -167,6 +209,7 @@ class Registry:
             existing.aliases = tuple(dict.fromkeys(existing.aliases + aliases))
             existing.description = existing.description or description
             existing.defaults = existing.defaults if existing.defaults is not None else defaults
+            existing.needs = existing.needs or needs
             return target
 
         if name in self._alias_to_name:
@@ -182,6 +225,8 @@ class Registry:
             description=description,
             defaults=dict(defaults) if defaults is not None else None,
             resolved=not isinstance(target, str),
+            needs=needs,
+            source=target if isinstance(target, str) else None,
         )
         for alias in aliases:
             self._alias_to_name[alias] = name
@@ -243,7 +288,7 @@ class Registry:
         return name in self._slots or name in self._alias_to_name
 
     def get(self, name: str) -> Any:
-        """The component registered as ``name`` (imported now if it was lazy)."""
+        """The component registered as ``name`` (imported now if it was lazy, then checked)."""
         slot = self._slots[self.canonical_name(name)]
         if not slot.resolved:
             try:
@@ -254,7 +299,26 @@ class Registry:
                     f"{type(error).__name__}: {_one_line(error)}"
                 ) from error
             slot.target, slot.resolved = obj, True
+        if not slot.checked:
+            self._check(slot)
+            slot.checked = True
         return slot.target
+
+    def _base_class(self) -> type | None:
+        if isinstance(self._base, str):
+            self._base = _import_target(self._base)  # ours, not a plugin's: let a typo surface as is
+        return self._base
+
+    def _check(self, slot: _Slot) -> None:
+        """Refuse a target that is not a subclass of the registry's base, in one line."""
+        base = self._base_class()
+        if base is None or (isinstance(slot.target, type) and issubclass(slot.target, base)):
+            return
+        where = f" from {slot.source!r}" if slot.source else ""
+        raise RibenchError(
+            f"{self.kind} {slot.name!r}{where} is not a {base.__module__}.{base.__qualname__} subclass: "
+            f"it is {_what(slot.target)}"
+        )
 
     def names(self) -> list[str]:
         """Sorted canonical names."""
@@ -262,7 +326,8 @@ class Registry:
         return sorted(self._slots)
 
     def entries(self) -> list[RegistryEntry]:
-        """One entry per name, sorted; resolves lazy targets only when metadata is missing."""
+        """One entry per name, sorted; loads a target only for metadata it was not registered with
+        (a method's description and defaults come from its class)."""
         result = []
         for name in self.names():
             slot = self._slots[name]
@@ -275,8 +340,17 @@ class Registry:
                         description = ""
                 if defaults is None:
                     defaults = _defaults_of(target)
-            result.append(RegistryEntry(name, slot.aliases, description, dict(defaults)))
+            result.append(RegistryEntry(name, slot.aliases, description, dict(defaults), slot.needs))
         return result
+
+    def declared_needs(self) -> frozenset[str]:
+        """Every name some entry declared in ``needs`` (plugins' entry points included); imports nothing.
+
+        For methods: the ingredient specs whose cells derived methods read by default,
+        so the runner knows which cells keep their weights without building every method.
+        """
+        self._ensure_entry_points()
+        return frozenset(need for slot in self._slots.values() for need in slot.needs)
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._slots)} entries)"

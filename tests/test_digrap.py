@@ -146,7 +146,7 @@ def test_hypergradient_updates_omega_as_computed_by_hand():
         prev = (r, c)
         method.after_backward(ctx)
         if t:
-            assert ctx.state["digrap"].omega.tolist() == pytest.approx(expected[-1], abs=1e-12)
+            assert method.projection.omega.tolist() == pytest.approx(expected[-1], abs=1e-12)
         # the gradient the optimizer sees is the projection with the current ω
         want = [gi - omega[0] * c[0] * ri for gi, ri in zip(g_body, r[0])]
         assert _flat(ctx.model.body.weight.grad) == pytest.approx(want, abs=1e-12)
@@ -187,9 +187,9 @@ def test_training_moves_the_weights_ft_moves_and_keeps_omega_in_range(pretrains,
     ft, _, _ = fit_method(pretrained, "ft", overrides=EPOCH)
     model, ctx, method = fit_method(pretrained, "digrap", overrides=EPOCH)
     assert changed_keys(before, model.state_dict()) == changed_keys(before, state(ft))
-    omega = ctx.state["digrap"].omega
+    omega = method.projection.omega
     assert bool(((omega >= 0) & (omega <= 1)).all())
-    assert set(method.omega) == set(ctx.state["digrap"].names)
+    assert set(method.omega) == set(method.projection.names)
     assert any(n.startswith("head.") for n in method.omega)        # the head is projected by default
     # fully projected from the start: weights differ from ft, ω relaxes but stays in [0, 1]
     model1, _, method1 = fit_method(pretrained, "digrap[omega_init=1]", overrides=EPOCH)
@@ -201,7 +201,7 @@ def test_full_projection_on_a_real_gradient(clip):
     """ω ≡ 1 after a short run: on a fresh mini-batch, conflicting layers end orthogonal to
     θ − θ0 and the others keep their gradient bit for bit."""
     _, ctx, method = fit_method(clip, "digrap[omega_init=1,learn_omega=false]", overrides=EPOCH)
-    st = ctx.state["digrap"]
+    st = method.projection
     split = ctx.train
     idx = torch.arange(16).numpy()
     x = ctx.preprocess(torch.from_numpy(split.images[idx]))

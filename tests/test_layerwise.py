@@ -1,4 +1,5 @@
-"""Seed 002's layer-wise learning rates: Auto-RGN (+Hessian, +Change), layerwise surprise, module criticality."""
+"""Layer-wise learning rates of the Automatic fine-tuning paper (Agarwala et al.): Auto-RGN (+Hessian, +Change),
+layerwise surprise, module criticality."""
 
 import copy
 
@@ -12,9 +13,11 @@ from ribench.engine.compose import method_class
 from ribench.data.features import cached_features
 from ribench.toolkit.layers import blocks, transformer_blocks
 from ribench.engine.context import FitContext
-from ribench.methods.auto_rgn import AutoRGN, lbfgs_pairs, two_loop
-from ribench.methods.criticality import reinitialised
-from ribench.methods.surprise import histogram, kl_per_dimension, layer_surprise
+from ribench.methods._layerwise import labelled_batches
+from ribench.methods._lbfgs import lbfgs_pairs, two_loop
+from ribench.methods.auto_rgn import AutoRGN
+from ribench.methods.criticality import criticality, reinitialised
+from ribench.methods.surprise import ActivationTaps, histogram, kl_per_dimension, layer_surprise
 from ribench.run.spec import resolve
 from ribench.engine.trainer import position_labels
 
@@ -124,11 +127,11 @@ def test_lbfgs_run_gathers_true_curvature_pairs_on_a_quadratic():
 # ---- Auto-RGN ------------------------------------------------------------------------------------
 
 def test_rgn_once_weights_are_gradient_over_weight_norm_and_set_the_used_lr(clip):
-    model, ctx, _ = fit_method(clip, "auto-rgn[every=once]", overrides=ONE_EPOCH)
+    model, ctx, method = fit_method(clip, "auto-rgn[every=once]", overrides=ONE_EPOCH)
     grads = mean_gradient(clip.model, ctx.train, clip.preprocess)    # 80 images < 512: the whole split
     params = dict(clip.model.named_parameters())
     expected = normalised({n: float(g.norm() / params[n].detach().norm()) for n, g in grads.items()})
-    weights = ctx.state["layer_weights"]
+    weights = method.layer_weights
     assert set(weights) == set(expected) and "head.weight" in weights
     for n in expected:
         assert weights[n] == pytest.approx(expected[n], rel=1e-4, abs=1e-7)
@@ -164,24 +167,24 @@ def test_rgn_per_step_sets_each_step_lr_from_that_step_gradient(sup, monkeypatch
 
 
 def test_rgn_change_is_the_norm_of_the_gradient_difference(sup):
-    ctx, _ = prepared(sup, "auto-rgn-change[hessian=false]")
+    ctx, method = prepared(sup, "auto-rgn-change[hessian=false]")
     g_tgt = mean_gradient(sup.model, ctx.train, sup.preprocess)
     g_src = mean_gradient(sup.model, ctx.source, sup.preprocess)
     params = dict(sup.model.named_parameters())
     expected = normalised({n: float((g_tgt[n] - g_src[n]).norm() / params[n].detach().norm()) for n in g_tgt})
-    for n, w in ctx.state["layer_weights"].items():
+    for n, w in method.layer_weights.items():
         assert w == pytest.approx(expected[n], rel=1e-3, abs=1e-6)
 
 
 def test_rgn_hessian_without_curvature_pairs_is_plain_rgn_and_with_pairs_differs(clip):
-    plain, _ = prepared(clip, "auto-rgn[every=once]")
-    no_pairs, _ = prepared(clip, "auto-rgn-hessian[iterations=0]")
-    newton, _ = prepared(clip, "auto-rgn-hessian[iterations=3]")
-    for n, w in plain.state["layer_weights"].items():
-        assert no_pairs.state["layer_weights"][n] == pytest.approx(w, rel=1e-6, abs=1e-9)
-    weights = newton.state["layer_weights"]
+    _, plain = prepared(clip, "auto-rgn[every=once]")
+    _, no_pairs = prepared(clip, "auto-rgn-hessian[iterations=0]")
+    _, newton = prepared(clip, "auto-rgn-hessian[iterations=3]")
+    for n, w in plain.layer_weights.items():
+        assert no_pairs.layer_weights[n] == pytest.approx(w, rel=1e-6, abs=1e-9)
+    weights = newton.layer_weights
     assert all(np.isfinite(w) and 0 <= w <= 1 for w in weights.values()) and max(weights.values()) == 1.0
-    assert weights != pytest.approx(plain.state["layer_weights"], rel=1e-2)
+    assert weights != pytest.approx(plain.layer_weights, rel=1e-2)
 
 
 # ---- layerwise surprise ------------------------------------------------------------------------
@@ -212,8 +215,6 @@ def test_surprise_is_zero_when_source_is_target(clip, tiny_suite):
 @pytest.mark.parametrize("which", ["clip", "sup"])
 def test_surprise_taps_read_the_layers_they_name(which, clip, sup, tiny_suite):
     """cls tokens of the last block, through the model's own final norm/pooling, give its features."""
-    from ribench.methods.surprise import ActivationTaps
-
     pretrained = {"clip": clip, "sup": sup}[which]
     model = pretrained.model.eval()
     x = pretrained.preprocess(torch.from_numpy(tiny_suite.train_split("sketch").images[:6]))
@@ -234,10 +235,6 @@ def test_surprise_taps_read_the_layers_they_name(which, clip, sup, tiny_suite):
 
 def test_sequence_first_open_clip_gives_the_same_activations_and_criticality(clip, tiny_suite):
     """Older open_clip runs its blocks on (tokens, batch, width): taps and identity removal must not care."""
-    from ribench.methods.auto_rgn import labelled_batches
-    from ribench.methods.criticality import criticality
-    from ribench.methods.surprise import ActivationTaps
-
     seq = copy.deepcopy(clip.model).eval()
     seq.clip.visual.transformer.batch_first = False
     for block in seq.clip.visual.transformer.resblocks:
@@ -261,16 +258,16 @@ def test_sequence_first_open_clip_gives_the_same_activations_and_criticality(cli
 
 
 def test_surprise_weights_and_diff_weights(clip):
-    _, ctx, _ = fit_method(clip, "surprise", overrides=ONE_EPOCH)
-    s = ctx.state["layer_surprise"]
-    assert ctx.state["layer_weights"] == pytest.approx(normalised(s))
-    assert_used_lr(ctx, ctx.state["layer_weights"])
-    _, ctx, _ = fit_method(clip, "surprise-diff", overrides=ONE_EPOCH)
-    assert ctx.state["layer_surprise"] == s                          # same seeded samples
+    _, ctx, method = fit_method(clip, "surprise", overrides=ONE_EPOCH)
+    s = method.layer_surprise
+    assert method.layer_weights == pytest.approx(normalised(s))
+    assert_used_lr(ctx, method.layer_weights)
+    _, ctx, method = fit_method(clip, "surprise-diff", overrides=ONE_EPOCH)
+    assert method.layer_surprise == s                                # same seeded samples
     names = list(s)
     diff = {n: max(0.0, s[n] - (s[names[i - 1]] if i else 0.0)) for i, n in enumerate(names)}
-    assert ctx.state["layer_scores"] == pytest.approx(diff)
-    weights = ctx.state["layer_weights"]
+    assert method.layer_scores == pytest.approx(diff)
+    weights = method.layer_weights
     assert all(w >= 0 for w in weights.values()) and max(weights.values()) == 1.0
     assert_used_lr(ctx, weights)
 
@@ -285,41 +282,39 @@ class Skip(torch.nn.Module):
 @pytest.mark.parametrize("which", ["clip", "sup"])
 def test_identity_criticality_is_the_source_loss_increase(which, clip, sup):
     pretrained = {"clip": clip, "sup": sup}[which]
-    ctx, _ = prepared(pretrained, "criticality-identity")
+    ctx, method = prepared(pretrained, "criticality-identity")
     base = source_loss(pretrained.model, ctx.source, pretrained.preprocess)   # 80 images < 512: all
     stack = (lambda m: m.clip.visual.transformer.resblocks) if which == "clip" else (lambda m: m.vit.blocks)
     for i in range(len(stack(pretrained.model))):
         model = copy.deepcopy(pretrained.model)
         stack(model)[i] = Skip()
         increase = source_loss(model, ctx.source, pretrained.preprocess) - base
-        assert ctx.state["layer_scores"][f"block.{i}"] == pytest.approx(max(0.0, increase), rel=1e-4, abs=1e-6)
-    assert ctx.state["layer_weights"] == pytest.approx(normalised(ctx.state["layer_scores"]))
+        assert method.layer_scores[f"block.{i}"] == pytest.approx(max(0.0, increase), rel=1e-4, abs=1e-6)
+    assert method.layer_weights == pytest.approx(normalised(method.layer_scores))
 
 
 def test_random_criticality_is_seeded_and_leaves_the_model_alone(clip):
     theta0 = state(clip.model)
-    ctx, _ = prepared(clip, "criticality-random")
-    again, _ = prepared(clip, "criticality-random")
-    other, _ = prepared(clip, "criticality-random", seed=1)
-    assert ctx.state["criticality_losses"] == again.state["criticality_losses"]
-    assert ctx.state["criticality_losses"] != other.state["criticality_losses"]
+    ctx, method = prepared(clip, "criticality-random")
+    _, again = prepared(clip, "criticality-random")
+    _, other = prepared(clip, "criticality-random", seed=1)
+    assert method.criticality_losses == again.criticality_losses
+    assert method.criticality_losses != other.criticality_losses
     assert changed_keys(theta0, ctx.model.state_dict()) == []
     # by hand: block 2 with its re-initialised weights loaded
-    import numpy as np_
-
     block = transformer_blocks(clip.model)["block.2"]
-    fresh = reinitialised(block, int(np_.random.SeedSequence([0, 41, 2]).generate_state(1)[0]))
+    fresh = reinitialised(block, int(np.random.SeedSequence([0, 41, 2]).generate_state(1)[0]))
     model = copy.deepcopy(clip.model)
     model.clip.visual.transformer.resblocks[2].load_state_dict(fresh)
     assert any(not torch.equal(fresh[n], p) for n, p in block.named_parameters())
     loss = source_loss(model, ctx.source, clip.preprocess)
-    assert ctx.state["criticality_losses"]["block.2"] == pytest.approx(loss, rel=1e-5)
+    assert method.criticality_losses["block.2"] == pytest.approx(loss, rel=1e-5)
 
 
 def test_zero_weight_layers_stay_bit_identical(sup):
     theta0 = state(sup.model)
-    model, ctx, _ = fit_method(sup, "criticality-identity[top_k=2,others=0]", overrides=ONE_EPOCH)
-    weights = ctx.state["layer_weights"]
+    model, ctx, method = fit_method(sup, "criticality-identity[top_k=2,others=0]", overrides=ONE_EPOCH)
+    weights = method.layer_weights
     assert sorted(w > 0 for w in weights.values()) == [False, False, True, True]
     changed = set(changed_keys(theta0, model.state_dict()))
     owner = {n: b for b, names in blocks(model).items() for n in names}

@@ -1,6 +1,5 @@
 """The ImageNet-RIB method suite: invariants from METHODS.md and which weights each method moves."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -102,9 +101,9 @@ def test_penalty_gradient_matches_autograd_of_the_penalty(clip, method):
 
 
 def test_ewc_closed_form_is_lambda_fisher_times_displacement(clip):
-    ctx, _, params, closed, _ = closed_form_and_autograd(clip, "ewc[lam=0.3]")
+    ctx, instance, params, closed, _ = closed_form_and_autograd(clip, "ewc[lam=0.3]")
     pre = dict(ctx.pretrained.named_parameters())
-    fisher = ctx.state["ewc_fisher"]
+    fisher = instance.fisher
     names = {id(p): n for n, p in ctx.model.named_parameters()}
     (name, p, g) = next((names[id(p)], p, g) for p, g in zip(params, closed) if names[id(p)] in fisher)
     torch.testing.assert_close(g, 0.3 * fisher[name] * (p.detach() - pre[name]))
@@ -160,8 +159,8 @@ def test_lwf_penalty_is_zero_at_the_pretrained_model_and_matches_its_formula(cli
 def test_vpt_trains_only_the_prompt(clip, sup):
     for pretrained in (clip, sup):
         before = state(pretrained.model)
-        model, ctx, _ = fit_method(pretrained, "vpt")
-        assert ctx.state["vpt_pad"] == 4            # 30 px at 224 -> 4 px at 32
+        model, _, method = fit_method(pretrained, "vpt")
+        assert method.pad == 4                      # 30 px at 224 -> 4 px at 32
         inner = model.classifier.state_dict()
         assert changed_keys(before, inner) == []    # frozen weights bit-identical
         prompt = model.prompter
@@ -176,9 +175,9 @@ def test_vpt_trains_only_the_prompt(clip, sup):
 def test_lora_updates_only_the_q_and_v_thirds_then_merges(which, clip, sup):
     pretrained = {"clip": clip, "sup": sup}[which]
     before = state(pretrained.model)
-    unmerged, ctx, _ = fit_method(pretrained, "lora", finish=False)
+    unmerged, _, method = fit_method(pretrained, "lora", finish=False)
     # before merging: every pretrained weight is bit-identical, adapters trained
-    targets, adapters = ctx.state["lora"]
+    targets, adapters = method.targets, method.adapters
     originals = {k: v for k, v in unmerged.state_dict().items() if k.endswith(".original")}
     assert len(originals) == len(targets) == 4
     for key, value in originals.items():
@@ -199,9 +198,9 @@ def test_lora_updates_only_the_q_and_v_thirds_then_merges(which, clip, sup):
 
 
 def test_lora_at_start_is_the_pretrained_model(clip, tiny_suite):
-    model, ctx, _ = fit_method(clip, "lora", overrides=["lr=1e-12", "epochs=1"], finish=False)
+    model, _, method = fit_method(clip, "lora", overrides=["lr=1e-12", "epochs=1"], finish=False)
     x = clip.preprocess(torch.from_numpy(tiny_suite.train_split("sketch").images[:8]))
-    for _, adapter in zip(*ctx.state["lora"]):
+    for adapter in method.adapters:
         torch.nn.init.zeros_(adapter.B_q), torch.nn.init.zeros_(adapter.B_v)
     with torch.no_grad():
         torch.testing.assert_close(model(x), clip.model(x))

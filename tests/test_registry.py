@@ -1,6 +1,7 @@
 import dataclasses
 import importlib.metadata
 import json
+import subprocess
 import sys
 
 import pytest
@@ -193,3 +194,149 @@ def test_include_errors_name_the_file(tmp_path):
     syntax.write_text("def (:\n")
     with pytest.raises(RibenchError, match="SyntaxError"):
         include(syntax)
+
+
+# -- the base-class check: a wrong target fails when loaded, in one line naming it ----------------
+class Base:
+    pass
+
+
+class Derived(Base):
+    pass
+
+
+def not_a_class():
+    pass
+
+
+def test_a_target_that_is_not_a_subclass_of_the_base_is_refused_when_loaded(tmp_path, monkeypatch):
+    module_file = tmp_path / "ribench_base_probe.py"
+    module_file.write_text("def build():\n    pass\nclass Other:\n    pass\nVALUE = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("method", base=Base)
+    reg.register("fine", Derived)
+    reg.register("func", "ribench_base_probe:build")
+    reg.register("cls", "ribench_base_probe:Other")
+    reg.register("value", "ribench_base_probe:VALUE")
+    reg.register("direct", not_a_class)          # registered as an object: checked on get just the same
+    assert "ribench_base_probe" not in sys.modules   # registering and listing import nothing
+    assert reg.names() == ["cls", "direct", "fine", "func", "value"]
+    assert "ribench_base_probe" not in sys.modules
+    assert reg.get("fine") is Derived
+    expected = {
+        "func": "method 'func' from 'ribench_base_probe:build' is not a test_registry.Base subclass: "
+                "it is the function ribench_base_probe.build",
+        "cls": "method 'cls' from 'ribench_base_probe:Other' is not a test_registry.Base subclass: "
+               "it is the class ribench_base_probe.Other",
+        "value": "method 'value' from 'ribench_base_probe:VALUE' is not a test_registry.Base subclass: "
+                 "it is a value of type int",
+        "direct": "method 'direct' is not a test_registry.Base subclass: it is the function test_registry.not_a_class",
+    }
+    for name, message in expected.items():
+        for _ in range(2):                       # refused every time, not only the first
+            with pytest.raises(RibenchError) as info:
+                reg.get(name)
+            assert str(info.value) == message
+    sys.modules.pop("ribench_base_probe", None)
+
+
+def test_a_lazy_base_is_imported_only_when_a_target_is_loaded(tmp_path, monkeypatch):
+    (tmp_path / "ribench_lazy_base.py").write_text("class Base:\n    pass\nclass Child(Base):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("method", base="ribench_lazy_base:Base")
+    reg.register("child", "ribench_lazy_base:Child")
+    reg.register("plain", "json:dumps")
+    assert reg.names() == ["child", "plain"] and "ribench_lazy_base" not in sys.modules
+    assert reg.get("child").__name__ == "Child"
+    with pytest.raises(RibenchError, match="'plain' from 'json:dumps' is not a ribench_lazy_base.Base subclass"):
+        reg.get("plain")
+    sys.modules.pop("ribench_lazy_base", None)
+
+
+def test_without_a_base_any_target_is_accepted():
+    reg = Registry("suite")
+    reg.register("fn", "json:dumps")
+    assert reg.get("fn") is json.dumps
+
+
+def test_the_method_registry_refuses_a_plugin_that_is_not_a_method(tmp_path):
+    from ribench.catalog import METHODS
+
+    plugin = tmp_path / "not_a_method.py"
+    plugin.write_text("from ribench.catalog import METHODS\n"
+                      "@METHODS.register('not-a-method-xyz')\n"
+                      "def build():\n"
+                      "    return None\n")
+    METHODS.include(plugin)
+    try:
+        with pytest.raises(RibenchError) as info:
+            METHODS.get("not-a-method-xyz")
+        message = str(info.value)
+        assert message.startswith("method 'not-a-method-xyz' is not a ribench.engine.method.Method subclass: "
+                                  "it is the function ribench_include_not_a_method_")
+        assert "\n" not in message
+    finally:
+        METHODS._slots.pop("not-a-method-xyz", None)
+
+
+# -- needs: what an entry uses by default, declared without importing anything -------------------
+def test_declared_needs_are_read_without_importing_any_target(tmp_path, monkeypatch):
+    (tmp_path / "ribench_needs_probe.py").write_text("class Mixed:\n    description = 'mixes'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("method")
+    reg.register("mixed", "ribench_needs_probe:Mixed", needs=("a", "b[x=1]"))
+    reg.register("other", "ribench_needs_probe:Mixed", needs=["a"])
+    reg.register("plain", "json:dumps")
+    assert reg.declared_needs() == frozenset({"a", "b[x=1]"})
+    assert "ribench_needs_probe" not in sys.modules
+    entries = {entry.name: entry for entry in reg.entries()}
+    assert entries["mixed"].needs == ("a", "b[x=1]") and entries["plain"].needs == ()
+    sys.modules.pop("ribench_needs_probe", None)
+
+
+def test_declared_needs_include_plugins_registered_by_decorator():
+    reg = Registry("method")
+
+    @reg.register("derived", needs=["base"])
+    class Derived:
+        pass
+
+    assert reg.declared_needs() == {"base"}
+    assert reg.entries()[0].needs == ("base",)
+
+
+def test_needs_must_be_a_sequence_of_names():
+    reg = Registry("method")
+    with pytest.raises(ValueError, match="not the string 'ft'"):
+        reg.register("w", json.dumps, needs="ft")
+    with pytest.raises(ValueError, match="non-empty strings"):
+        reg.register("w", json.dumps, needs=["ft", ""])
+
+
+
+# -- the built-in catalog: using one method imports that method's module only --------------------
+LAZY_PROBE = """
+import importlib.metadata, json, sys
+importlib.metadata.entry_points = lambda group=None: []      # no installed plugins
+def loaded():
+    return sorted(m for m in sys.modules if m.startswith("ribench.methods."))
+from ribench.catalog import METHODS
+after = {"import": loaded()}
+METHODS.names(); "ft" in METHODS; METHODS.canonical_name("wise-ft"); METHODS.declared_needs()
+after["names"] = loaded()
+METHODS.get("surprise")
+after["surprise"] = loaded()
+METHODS.get("wiseft")
+after["wiseft"] = loaded()
+print(json.dumps(after))
+"""
+
+
+def test_listing_names_and_resolving_one_method_import_no_other_method_module():
+    out = subprocess.run([sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["import"] == [] and loaded["names"] == []
+    # surprise's own module and the shared (underscored) layerwise helpers; no other method
+    assert loaded["surprise"] == ["ribench.methods._layerwise", "ribench.methods.surprise"]
+    assert loaded["wiseft"] == ["ribench.methods._layerwise", "ribench.methods.surprise", "ribench.methods.wiseft"]

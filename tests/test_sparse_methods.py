@@ -17,7 +17,7 @@ from ribench.toolkit.layers import cohorts, image_parameters
 from ribench.engine.context import FitContext
 from ribench.methods.ft import FineTune
 from ribench.methods.imp_reg import ImportanceReg
-from ribench.methods.importance import importance, normalise, prediction_entropy
+from ribench.methods._importance import importance, normalise, prediction_entropy
 from ribench.methods.saft import mean_gradient
 from ribench.run.runner import execute
 from ribench.run.spec import resolve
@@ -244,12 +244,12 @@ def test_cohort_normalisation_and_reversal(clip):
                 torch.testing.assert_close(rbar[n], r[n] / peak)
     blocks = list(cohorts(ctx.model, "block"))
     assert blocks[:2] == ["stem", "block.0"] and blocks[-2:] == ["post", "head"]
-    plain, _ = _context(clip, "imp-reg")
-    ImportanceReg(ImportanceReg.Config(samples=8)).prepare(plain)
-    rev, _ = _context(clip, "imp-reg")
-    ImportanceReg(ImportanceReg.Config(samples=8, reverse=True)).prepare(rev)
-    for n, v in plain.state["imp_reg_rbar"].items():
-        assert torch.equal(rev.state["imp_reg_rbar"][n], 1 - v)
+    plain = ImportanceReg(ImportanceReg.Config(samples=8))
+    reverse = ImportanceReg(ImportanceReg.Config(samples=8, reverse=True))
+    plain.prepare(_context(clip, "imp-reg")[0])
+    reverse.prepare(_context(clip, "imp-reg")[0])
+    for n, v in plain.rbar.items():
+        assert torch.equal(reverse.rbar[n], 1 - v)
 
 
 # ---- imp-reg: the penalty and its gradient ---------------------------------------------------
@@ -259,14 +259,14 @@ def test_imp_reg_closed_form_gradient_matches_autograd_of_the_penalty(clip):
     for g, a in zip(closed, auto):                                        # θ ≠ θ0 everywhere
         torch.testing.assert_close(g, a, rtol=1e-6, atol=0)
     # λ·r̄·sign(θ − θ0); the head is penalised too (the paper regularises every trained weight)
-    rbar = ctx.state["imp_reg_rbar"]["head.weight"]
+    rbar = instance.rbar["head.weight"]
     head = ctx.model.head.weight
     head_grad = next(g for p, g in zip(params, closed) if p is head)
     expected = 0.3 * rbar * torch.sign(head.detach() - ctx.pretrained.head.weight)
     torch.testing.assert_close(head_grad, expected)
     assert torch.count_nonzero(head_grad) > 0
-    total = sum(float(v.sum()) for v in ctx.state["imp_reg_rbar"].values())
-    displaced = sum(float((ctx.state["imp_reg_rbar"][n] * (p.detach() - ctx.pretrained.get_parameter(n)).abs()).sum())
+    total = sum(float(v.sum()) for v in instance.rbar.values())
+    displaced = sum(float((instance.rbar[n] * (p.detach() - ctx.pretrained.get_parameter(n)).abs()).sum())
                     for n, p in image_parameters(ctx.model).items())
     assert total > 0 and float(instance.value(ctx)) == pytest.approx(0.3 * displaced, rel=1e-5)
 
@@ -335,16 +335,19 @@ def test_imp_reg_combines_with_flyp_and_lpft(clip):
     assert method_class("ft+imp-reg") is method_class("imp-reg")
     assert method_class("flyp+imp-reg").name == "flyp+imp-reg"
     before = state(clip.model)
-    model, ctx, _ = fit_method(clip, "flyp+imp-reg[samples=8]", overrides=["epochs=1"])
+    model, ctx, combination = fit_method(clip, "flyp+imp-reg[samples=8]", overrides=["epochs=1"])
     after = model.state_dict()
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("clip.transformer."))
-    params, _, rbar = ctx.state["imp_reg"]
+    (reg,) = combination.regs
+    params, _, rbar = reg._terms(ctx)
     names = {id(p): n for n, p in ctx.model.named_parameters()}
     penalised = {names[id(p)] for p in params}
     assert penalised == {n for n in image_parameters(ctx.model) if n != "head.weight"}   # head not trained by flyp
     probe = {"head.weight": 2 * clip.model.head.weight.detach()}
-    _, ctx, _ = fit_method(clip, "lpft+imp-reg[samples=8]", overrides=["epochs=1"], ingredients={"lp[fit=lbfgs]": probe})
-    assert torch.equal(ctx.state["imp_reg_start"]["head.weight"], probe["head.weight"])   # W0: where training starts
+    _, ctx, combination = fit_method(clip, "lpft+imp-reg[samples=8]", overrides=["epochs=1"],
+                                     ingredients={"lp[fit=lbfgs]": probe})
+    (reg,) = combination.regs
+    assert torch.equal(reg.start["head.weight"], probe["head.weight"])   # W0: where training starts
 
 
 def test_a_masked_base_takes_a_regularizer(clip):

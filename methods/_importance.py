@@ -1,4 +1,4 @@
-"""Neuron importance of seed 000 (Li et al., "Robustness preserving fine-tuning using neuron importance").
+"""Neuron importance of Li et al. 2024 ("Robustness preserving fine-tuning using neuron importance", ECCV).
 
     r_i = (1/n_t)·Σ_j |g_i(x_j)|,   g_i(x_j) = ∂L(x_j, y_j)/∂w_i           (Eq. 4)
     r̄_i = r_i / max_{j ∈ S_i} r_j,  S_i the cohort of i                      (Eq. 7)
