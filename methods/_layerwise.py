@@ -34,8 +34,7 @@ def labelled_batches(split, indices, batch_size: int, preprocess: Callable, devi
     """(preprocessed images, label positions within the split's class mask, class mask) per batch."""
     targets = position_labels(split.labels, split.class_mask)
     mask = torch.as_tensor(split.class_mask, device=device)
-    for images, _, idx in split.batches(batch_size, np.asarray(indices)):
-        x = preprocess(torch.from_numpy(images).to(device))
+    for x, _, idx in split.model_inputs(batch_size, preprocess, device, np.asarray(indices)):
         yield x, torch.from_numpy(targets[idx]).to(device), mask
 
 
@@ -82,7 +81,5 @@ class LayerwiseRates(Method):
         self.layer_scores: dict = {}
         self.layer_weights: dict = {}
 
-    def fit(self, ctx):
-        result = super().fit(ctx)
-        result["layer_weights"] = {k: float(v) for k, v in self.layer_weights.items()}
-        return result
+    def learned(self, ctx):
+        return {"layer_weights": {k: float(v) for k, v in self.layer_weights.items()}}

@@ -52,7 +52,7 @@ Choices where the paper (ribench was written from its abstract alone) leaves roo
   (zero-shot) head, its θ0 is meaningful and the shifted test sets are scored
   through it.
 - `learn_omega=False` keeps ω at `omega_init` (ω = 0 fixed is `ft` bit for bit).
-- The final ω per layer is returned by `fit` under "omega" (the runner stores
+- The final ω per layer is returned by `learned` under "omega" (the runner stores
   it in the cell's details, under "method") and kept on the instance as `self.omega`.
 """
 
@@ -123,7 +123,7 @@ class DiGraP(Method):
     def __init__(self, config=None):
         super().__init__(config)
         _check(self.config)
-        self.omega: dict[str, float] = {}      # final ω per layer, filled by fit
+        self.omega: dict[str, float] = {}      # final ω per layer, filled by learned()
         self.projection: _State | None = None  # per-layer tensors and ω's optimizer, built on first use
 
     @classmethod
@@ -187,9 +187,7 @@ class DiGraP(Method):
         st.prev_r, st.prev_scale = st.r, eta * st.c.double()   # ∂θ_{t+1}/∂ω = η_t·c_t·r_t
         st.r = st.c = None
 
-    def fit(self, ctx):
-        result = super().fit(ctx)
+    def learned(self, ctx):
         st = self._state(ctx)          # built even when ω ≡ 0 never needed it, to name the layers
         self.omega = dict(zip(st.names, st.omega.tolist()))
-        result["omega"] = dict(self.omega)
-        return result
+        return {"omega": dict(self.omega)}

@@ -58,8 +58,7 @@ def mean_gradient(ctx, batch_size: int | None = None) -> "OrderedDict[str, torch
     mask = torch.as_tensor(split.class_mask, device=ctx.device)
     targets = position_labels(split.labels, split.class_mask)
     n = len(split)
-    for images, _, idx in split.batches(batch_size or ctx.protocol.batch_size):
-        x = ctx.preprocess(torch.from_numpy(images).to(ctx.device))
+    for x, _, idx in split.model_inputs(batch_size or ctx.protocol.batch_size, ctx.preprocess, ctx.device):
         y = torch.from_numpy(targets[idx]).to(ctx.device)
         loss = F.cross_entropy(model(x)[:, mask].float(), y, reduction="sum") / n
         loss.backward()            # accumulates Σ_i ∇L_i / N into p.grad

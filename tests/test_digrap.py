@@ -174,10 +174,10 @@ def test_config_is_checked(tiny_suite):
 @pytest.mark.parametrize("pretrain", ["mini-clip", "mini-sup"])
 def test_fixed_zero_strength_is_ft_bit_for_bit(pretrains, pretrain):
     ft, _, _ = fit_method(pretrains[pretrain], "ft", overrides=EPOCH)
-    model, _, method = fit_method(pretrains[pretrain], "digrap[omega_init=0,learn_omega=false]", overrides=EPOCH)
+    model, ctx, method = fit_method(pretrains[pretrain], "digrap[omega_init=0,learn_omega=false]", overrides=EPOCH)
     expected, after = state(ft), model.state_dict()
     assert all(torch.equal(expected[k], after[k]) for k in expected)
-    assert set(method.omega.values()) == {0.0}
+    assert set(method.learned(ctx)["omega"].values()) == {0.0}
 
 
 @pytest.mark.parametrize("pretrain", ["mini-clip", "mini-sup"])

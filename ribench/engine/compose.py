@@ -109,6 +109,12 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
                 reg.finish(ctx)
             self.base.finish(ctx)
 
+        def learned(self, ctx):
+            found = {}
+            for part in [self.base, *self.regs]:
+                found.update(part.learned(ctx))
+            return found
+
         @classmethod
         def settings(cls, config):
             flat = {}

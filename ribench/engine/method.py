@@ -41,7 +41,7 @@ class Method:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
+    paper: ClassVar[str] = ""                      # a URL, or a citation where the paper has none
     # What the runner may rely on:
     uses_pretrained_eval: ClassVar[bool] = False   # trains nothing: its accuracies are A_pre
     frozen_backbone: ClassVar[bool] = False        # backbone untouched: evaluate via cached features
@@ -82,6 +82,11 @@ class Method:
 
     def finish(self, ctx: FitContext) -> None:
         """Post-process the trained model (e.g. merge adapters)."""
+
+    def learned(self, ctx: FitContext) -> dict:
+        """What the method learned beside the weights (DiGraP's ω, layer-wise rates), after `fit`:
+        stored in the cell's details under "method", so the paper's figures can be drawn from it."""
+        return {}
 
     def ingredients(self) -> list[str]:
         """Method specs (e.g. 'ft', 'lp[fit=lbfgs]') whose trained weights, from the cell

@@ -34,6 +34,11 @@ def _stat(row) -> dict:
             "ci95": [_pct(row["ci_low"]), _pct(row["ci_high"])], "n_seeds": int(row["n_seeds"])}
 
 
+def _linkable(paper: str) -> str | None:
+    """A class's paper as an entry stores it: its URL, or null for a citation of a paper without one."""
+    return paper if str(paper).startswith(("https://", "http://")) else None
+
+
 def _protocol_difference(found: dict, expected: dict) -> str:
     changed = [f"{k}={found.get(k)!r} instead of {expected.get(k)!r}"
                for k in sorted(set(found) | set(expected)) if found.get(k) != expected.get(k)]
@@ -104,7 +109,7 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
             "label": label,
             "description": method_cls.description or None,
             "hyperparameters": chosen[0].identity.get("config", {}),
-            "paper": paper or getattr(method_cls, "paper", "") or None,
+            "paper": paper or _linkable(getattr(method_cls, "paper", "")),
         },
         "units": UNITS,
         "grid": {"downstream": downstream, "pretrain_eval": suite.pretrain_eval, "seeds": complete},

@@ -61,8 +61,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
     timings = method.fit(ctx)
-    # What a method learned beside the weights (DiGraP's ω, Auto-RGN's layer rates) goes to details.
-    learned = {k: timings.pop(k) for k in [k for k, v in timings.items() if not isinstance(v, (int, float))]}
+    learned = method.learned(ctx)
     model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
     t_eval = time.perf_counter()
     if spec.method_cls.uses_pretrained_eval:

@@ -31,14 +31,13 @@ class CellsFailed(RibenchError):
 
 @functools.lru_cache(maxsize=1)
 def _default_ingredient_labels() -> frozenset:
+    """Labels of the cells registered derived methods need by default, from what the registry declares:
+    no other method (a plugin's included) is imported or built to learn it."""
     labels = set()
-    for name in METHODS.names():
+    for spec in METHODS.declared_needs():
         try:
-            method = METHODS.get(name)()
-            for ingredient in method.ingredients():
-                if ingredient != "pretrained":
-                    labels.add(method_label(*resolve_method(ingredient)))
-        except RibenchError:
+            labels.add(method_label(*resolve_method(spec)))
+        except RibenchError:          # a plugin's declared need that does not resolve keeps nothing
             continue
     return frozenset(labels)
 
