@@ -222,3 +222,40 @@ def test_a_derived_method_off_protocol_looks_for_its_base_under_the_same_label()
     base = ingredient_spec(spec, "ft")
     assert base.label == "ft[lr=0.05]" and base.protocol.lr == 0.05
     assert keeps_weights(base)          # an ingredient keeps its weights whatever the protocol
+
+
+BROKEN_CONSTRUCTOR = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS
+from ribench.engine.method import Method
+
+
+@METHODS.register("broken-init")
+class BrokenInit(Method):
+    name = "broken-init"
+    description = "a plugin whose constructor raises"
+    paper = "none (a test)"
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config=None):
+        raise ValueError("this plugin cannot be built")
+'''
+
+
+def test_a_plugin_whose_constructor_raises_does_not_break_other_runs(capsys, tmp_path):
+    """Runs used to build every registered method to learn which cells keep weights."""
+    from ribench.run.runner import _default_ingredient_labels
+
+    plugin = tmp_path / "broken.py"
+    plugin.write_text(BROKEN_CONSTRUCTOR)
+    _default_ingredient_labels.cache_clear()
+    try:
+        code, out, err = run_cli(capsys, *tiny_run("--method", "lp", "--datasets", "sketch", "--include", str(plugin),
+                                                    "--store", str(tmp_path / "s.sqlite"), "--threads", "1"))
+    finally:
+        _default_ingredient_labels.cache_clear()
+    assert code == 0, err
+    assert "1 cell(s) run" in out
