@@ -189,12 +189,14 @@ def test_training_moves_the_weights_ft_moves_and_keeps_omega_in_range(pretrains,
     assert changed_keys(before, model.state_dict()) == changed_keys(before, state(ft))
     omega = method.projection.omega
     assert bool(((omega >= 0) & (omega <= 1)).all())
-    assert set(method.omega) == set(method.projection.names)
-    assert any(n.startswith("head.") for n in method.omega)        # the head is projected by default
+    learned = method.learned(ctx)["omega"]                          # what the cell stores in its details
+    assert set(learned) == set(method.projection.names) and learned == method.omega
+    assert any(n.startswith("head.") for n in learned)             # the head is projected by default
     # fully projected from the start: weights differ from ft, ω relaxes but stays in [0, 1]
-    model1, _, method1 = fit_method(pretrained, "digrap[omega_init=1]", overrides=EPOCH)
+    model1, ctx1, method1 = fit_method(pretrained, "digrap[omega_init=1]", overrides=EPOCH)
     assert not all(torch.equal(v, model1.state_dict()[k]) for k, v in state(ft).items())
-    assert all(0.0 <= w <= 1.0 for w in method1.omega.values()) and min(method1.omega.values()) < 1.0
+    relaxed = method1.learned(ctx1)["omega"].values()
+    assert all(0.0 <= w <= 1.0 for w in relaxed) and min(relaxed) < 1.0
 
 
 def test_full_projection_on_a_real_gradient(clip):
