@@ -26,3 +26,9 @@ def cache_dir() -> Path:
         return Path(os.environ["RIBENCH_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ribench"
+
+
+def data_home() -> Path:
+    """ribench's own data (the default store, the user's tuned selections): $XDG_DATA_HOME/ribench."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "ribench"

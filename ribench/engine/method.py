@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ribench.engine.context import Batch, FitContext
+from ribench.engine.recipe import Recipe
 from ribench.engine.settings import parse_value, unknown_key
 from ribench.engine.trainer import train
 from ribench.errors import ConfigError
@@ -42,6 +43,7 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""                      # a URL, or a citation where the paper has none
+    recipe: ClassVar[Recipe | None] = None         # how the paper trains it (the tuned protocol); None: no training
     # What the runner may rely on:
     uses_pretrained_eval: ClassVar[bool] = False   # trains nothing: its accuracies are A_pre
     frozen_backbone: ClassVar[bool] = False        # backbone untouched: evaluate via cached features

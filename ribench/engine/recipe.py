@@ -31,6 +31,7 @@ class Recipe:
     source: str = ""                 # where the paper states it
     tune: str = "lr"                 # what selection chooses: "lr", or the method's defining strength
     centre: float | None = None      # the strength's centre when `tune` is not "lr"
+    lr_from: str | None = None       # a strength-tuned method trains at this method's chosen lr
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -52,5 +53,7 @@ class Recipe:
     def describe(self) -> str:
         extra = f", momentum {self.momentum:g}" if self.optimizer == "sgd" else ""
         tuned = "lr" if self.tune == "lr" else f"{self.tune} (centre {self.centre:g})"
+        if self.lr_from:
+            tuned += f" at {self.lr_from}'s chosen lr"
         return (f"{self.optimizer} lr {self.lr:g}, weight decay {self.weight_decay:g}{extra}; tunes {tuned}"
                 + (f" — {self.source}" if self.source else ""))
