@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ribench.engine.method import Method, ParamGroup
+from ribench.engine.recipe import Recipe
 from ribench.engine.trainer import position_labels
 from ribench.toolkit.layers import image_parameters
 
@@ -75,6 +76,10 @@ class LayerwiseRates(Method):
     `layer_scores` and `layer_weights` ({group: score}, {group: multiplier}) are set
     by `prepare` (or each step); the instance lives for one cell.
     """
+
+    # The layer rates scale fine-tuning's lr (Agarwala et al., Sec. 4.1): the base recipe is ft's.
+    recipe = Recipe(optimizer="sgd", lr=1e-3,
+                    source="Agarwala et al.: per-layer multipliers of the fine-tuning lr; ImageNet-RIB's SGD recipe")
 
     def __init__(self, config=None):
         super().__init__(config)

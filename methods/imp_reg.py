@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from ribench.toolkit.layers import image_parameters
+from ribench.engine.recipe import Recipe
 from ribench.engine.method import Regularizer
 from ribench.toolkit.penalties import add_to_gradients
 from ribench.methods._importance import Cohort, Estimate, importance, normalise
@@ -50,6 +51,7 @@ class ImportanceReg(Regularizer):
     name = "imp-reg"
     description = "importance-guided regularization: + λ·Σ r̄|θ − θ0|, r̄ block-normalised importance (regularizer)"
     paper = "https://ecva.net/papers/eccv_2024/papers_ECCV/html/8486_ECCV_2024_paper.php"
+    recipe = Recipe(optimizer="adamw", lr=1e-5, weight_decay=0.1, source="Li et al. 2024 (ECCV), Sec. 5: AdamW, lr 1e-5, wd 0.1, as FLYP")
 
     @dataclass
     class Config:

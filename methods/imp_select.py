@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ribench.errors import ConfigError
+from ribench.engine.recipe import Recipe
 from ribench.methods._importance import Estimate, importance
 from ribench.toolkit.sparse import MaskedFineTune, mask_size
 
@@ -34,6 +35,7 @@ class ImportanceSelect(MaskedFineTune):
     name = "imp-select"
     description = "importance-guided selective fine-tuning: train the top-k% weights by mean |per-sample grad|"
     paper = "https://ecva.net/papers/eccv_2024/papers_ECCV/html/8486_ECCV_2024_paper.php"
+    recipe = Recipe(optimizer="adamw", lr=1e-5, weight_decay=0.1, source="Li et al. 2024 (ECCV), Sec. 5: AdamW, lr 1e-5, wd 0.1, as FLYP")
 
     @dataclass
     class Config:

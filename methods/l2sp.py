@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ribench.engine.method import Regularizer
+from ribench.engine.recipe import Recipe
 
 from ribench.toolkit.penalties import add_to_gradients, anchored_parameters
 
@@ -24,6 +25,8 @@ class L2SP(Regularizer):
     name = "l2sp"
     description = "L2-SP: cross-entropy + (λ/2)·‖θ − θ0‖² over the backbone"
     paper = "https://arxiv.org/abs/1802.01483"
+    recipe = Recipe(optimizer="sgd", lr=1e-3, tune="lam", centre=0.1, lr_from="ft",
+                    source="Li et al. 2018, Sec. 4: SGD momentum 0.9, α = 0.1 on the pretrained weights")
 
     @dataclass
     class Config:

@@ -9,6 +9,7 @@ that head under the suite's protocol.
 from dataclasses import dataclass
 
 from ribench.engine.method import Method
+from ribench.engine.recipe import Recipe
 from ribench.toolkit.weights import load_changed
 
 
@@ -16,6 +17,7 @@ class LPFT(Method):
     name = "lpft"
     description = "LP-FT: fine-tune everything starting from the converged linear probe's head"
     paper = "https://arxiv.org/abs/2202.10054"
+    recipe = Recipe(optimizer="sgd", lr=1e-3, source="Kumar et al. 2022: SGD with momentum, lr swept on ID validation; centred on ImageNet-RIB's 1e-3")
 
     @dataclass
     class Config:

@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from ribench.engine.method import Regularizer
+from ribench.engine.recipe import Recipe
 
 
 class LwF(Regularizer):
     name = "lwf"
     description = "LwF: cross-entropy + α·KL(pretrained ‖ model) on temperature-T logits"
     paper = "https://arxiv.org/abs/1606.09282"
+    recipe = Recipe(optimizer="sgd", lr=1e-3, source="Li & Hoiem 2017 fine-tune with SGD; lr centred on ImageNet-RIB's 1e-3")
 
     @dataclass
     class Config:

@@ -22,6 +22,7 @@ class Soup(Method):
     name = "soup"
     description = "uniform model soup of the pretrained, ft, ewc and lwf weights; no training"
     paper = "https://arxiv.org/abs/2203.05482"
+    tunes_nothing = True      # no optimizer: the tuned and reference protocols coincide
     composable = False
 
     @dataclass

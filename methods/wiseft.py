@@ -19,6 +19,7 @@ class WiSEFT(Method):
     name = "wiseft"
     description = "WiSE-FT: (1 − α)·θ0 + α·θ_ft from the stored ft cell; no training"
     paper = "https://arxiv.org/abs/2109.01903"
+    tunes_nothing = True      # no optimizer: the tuned and reference protocols coincide
     composable = False
 
     @dataclass

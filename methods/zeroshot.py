@@ -15,6 +15,7 @@ class ZeroShot(Method):
     description = "no training: the pretrained model and its (zero-shot or restricted) head"
     paper = ('J. Hwang, "ImageNet-RIB Benchmark: Large Pre-Training Datasets Don\'t Guarantee Robustness '
              'after Fine-Tuning" (MIT talk, 2025): the pretrained model it measures robustness against')
+    tunes_nothing = True      # no optimizer: the tuned and reference protocols coincide
     uses_pretrained_eval = True     # its accuracies are the pretrained evaluation
     composable = False
 

@@ -14,22 +14,24 @@ from ribench.store import Store, default_store_path
 
 def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
         overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print,
-        data_root=None):
+        data_root=None, protocol: str = "reference"):
     """Run (or resume) the cells of one method; returns the run's counts."""
-    spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root)
+    spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root,
+                   protocol=protocol)
     pretrained = load_pretrained(spec)
     with Store(store or default_store_path()) as db:
         return execute(spec, db, pretrained, progress=progress, log=log)
 
 
-def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, store=None) -> Summary:
+def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, store=None,
+            protocol: str = "reference") -> Summary:
     """Summary (A matrix, RI, mRI, ID, forgetting) of the stored cells of one suite and pretrain.
 
     `methods` are method names or run labels ('saft[lr=0.0001,optimizer=adamw]'), matched exactly.
     """
     suite_obj = SUITES.get(suite)()
     with Store(store or default_store_path()) as db:
-        latest, cells = latest_cells(db, suite_obj.name, pretrain)
+        latest, cells = latest_cells(db, suite_obj.name, pretrain, protocol=protocol)
     if methods:
         wanted = {m.strip() for m in methods}
         cells = [c for c in cells if c.method in wanted or c.label in wanted]

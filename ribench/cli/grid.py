@@ -9,8 +9,8 @@ import sys
 import torch
 
 from ribench.api import results
-from ribench.cli.options import (STORE_HELP, add_data_root, add_executor_options, add_include, csv_list,
-                                 make_executor_from, method_list, seed_list)
+from ribench.cli.options import (STORE_HELP, add_data_root, add_executor_options, add_include,
+                                 add_protocol_option, csv_list, make_executor_from, method_list, seed_list)
 from ribench.errors import ConfigError
 from ribench.report.format import format_summary
 from ribench.run.runner import run_specs
@@ -38,6 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads of the local executor (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_protocol_option(parser)
     add_executor_options(parser)
 
 
@@ -62,7 +63,7 @@ def run(args) -> int:
     weights = _weights(args.weights, args.pretrains)
     specs = [resolve(method, args.suite, pretrain, args.datasets, args.seeds, args.overrides, args.device,
                      weights.get(pretrain), args.include, data_root=args.data_root,
-                     check_device=not executor.plans_on_cpu)
+                     check_device=not executor.plans_on_cpu, protocol=args.protocol)
              for pretrain in dict.fromkeys(args.pretrains) for method in dict.fromkeys(args.methods)]
     store_path = args.store or default_store_path()
     with Store(store_path) as store:
@@ -71,6 +72,7 @@ def run(args) -> int:
     for pretrain in dict.fromkeys(s.preset.name for s in specs):
         labels = [s.label for s in specs if s.preset.name == pretrain]
         print(f"== {suite} / {pretrain} ==")
-        print(format_summary(results(suite, pretrain, labels, store_path), "table", compare_only=True))
+        print(format_summary(results(suite, pretrain, labels, store_path, protocol=args.protocol), "table",
+                             compare_only=True))
     print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")
     return 0

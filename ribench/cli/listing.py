@@ -35,6 +35,9 @@ def run(args) -> int:
         print(f"{entry.name:<{width}} {entry.description}{alias}")
         if defaults:
             print(f"{'':<{width}} defaults: {json.dumps(defaults, default=str)}")
+        recipe = registry.get(entry.name).recipe if args.what == "methods" else None
+        if recipe is not None:
+            print(f"{'':<{width}} recipe: {recipe.describe()}")
     return 0
 
 

@@ -18,6 +18,7 @@ from ribench.errors import RibenchError
 COMMANDS = {
     "run": ("ribench.cli.run", "fine-tune a method on every downstream dataset and seed"),
     "grid": ("ribench.cli.grid", "run a whole grid: methods x pretrains x datasets x seeds, locally or on Ray"),
+    "tune": ("ribench.cli.tune", "choose a method's lr for the tuned protocol on held-out train data"),
     "results": ("ribench.cli.results", "print the stored results of a suite and pretrain"),
     "list": ("ribench.cli.listing", "list registered methods, suites or pretrains, or a suite's datasets"),
     "pretrain": ("ribench.cli.pretrain", "rebuild an embedded pretrain's weights (mini-clip, mini-sup)"),

@@ -66,3 +66,10 @@ def make_executor_from(args, log):
         raise ConfigError("--cpus-per-cell must be above 0 and --gpus-per-cell not below 0")
     return make_executor("ray", address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
                          gpus_per_cell=args.gpus_per_cell, device=args.device, log=log)
+
+
+def add_protocol_option(parser) -> None:
+    parser.add_argument("--protocol", default="reference", choices=["reference", "tuned"],
+                        help="reference: the suite's protocol, one lr for all (ImageNet-RIB's; the default for "
+                             "now); tuned: each method's paper recipe at the value 'ribench tune' chose on "
+                             "held-out train data")

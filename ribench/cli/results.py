@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ribench.api import results
 from ribench.catalog import METHODS
-from ribench.cli.options import add_include, add_suite_options, method_list
+from ribench.cli.options import add_include, add_protocol_option, add_suite_options, method_list
 from ribench.report.format import FORMATS, format_summary
 
 
@@ -15,12 +15,13 @@ def add_arguments(res) -> None:
     res.add_argument("--format", default="table", choices=list(FORMATS))
     res.add_argument("--compare", action="store_true",
                      help="only the methods side by side (table and markdown formats)")
+    add_protocol_option(res)
     add_include(res, "methods or suites")
 
 
 def run(args) -> int:
     for path in args.include:
         METHODS.include(path)
-    print(format_summary(results(args.suite, args.pretrain, args.methods, args.store), args.format,
+    print(format_summary(results(args.suite, args.pretrain, args.methods, args.store, args.protocol), args.format,
                          compare_only=args.compare))
     return 0

@@ -7,8 +7,8 @@ import sys
 import torch
 
 from ribench.api import results
-from ribench.cli.options import (add_executor_options, add_include, add_suite_options, csv_list,
-                                 make_executor_from, seed_list)
+from ribench.cli.options import (add_executor_options, add_include, add_protocol_option, add_suite_options,
+                                 csv_list, make_executor_from, seed_list)
 from ribench.report.format import format_summary
 from ribench.run.cell import load_pretrained
 from ribench.run.runner import execute
@@ -29,6 +29,7 @@ def add_arguments(parser) -> None:
     add_include(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_protocol_option(parser)
     add_executor_options(parser)
 
 
@@ -39,12 +40,12 @@ def run(args) -> int:
     executor = make_executor_from(args, log)
     spec = resolve(args.method, args.suite, args.pretrain, args.datasets, args.seeds, args.overrides,
                    args.device, args.weights, args.include, data_root=args.data_root,
-                   check_device=not executor.plans_on_cpu)
+                   check_device=not executor.plans_on_cpu, protocol=args.protocol)
     pretrained = load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)   # a missing file fails first
     store_path = args.store or default_store_path()
     with Store(store_path) as store:
         counts = execute(spec, store, pretrained, progress=not args.no_progress, log=log, executor=executor)
-    summary = results(spec.suite.name, spec.preset.name, [spec.label], store_path)
+    summary = results(spec.suite.name, spec.preset.name, [spec.label], store_path, protocol=spec.protocol_name)
     print(format_summary(summary, "table"))
     print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")
     return 0

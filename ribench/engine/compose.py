@@ -65,6 +65,8 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
 
         Config = config_cls
         requires_text_tower = any(c.requires_text_tower for c in parts)
+        recipe = base.recipe                    # the base trains; the regularizers add penalties to its loss
+        tunes_nothing = base.tunes_nothing
         members = tuple(parts)
 
         def __init__(self, config=None):

@@ -43,7 +43,8 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""                      # a URL, or a citation where the paper has none
-    recipe: ClassVar[Recipe | None] = None         # how the paper trains it (the tuned protocol); None: no training
+    recipe: ClassVar[Recipe | None] = None         # how the paper trains it: what the tuned protocol follows
+    tunes_nothing: ClassVar[bool] = False          # trains nothing through an optimizer (zeroshot, weight averages)
     # What the runner may rely on:
     uses_pretrained_eval: ClassVar[bool] = False   # trains nothing: its accuracies are A_pre
     frozen_backbone: ClassVar[bool] = False        # backbone untouched: evaluate via cached features

@@ -9,8 +9,9 @@ from ribench.errors import RibenchError
 from ribench.store import CellRecord, Store
 
 
-def latest_cells(store: Store, suite: str, pretrain: str, label: str | None = None) -> tuple[dict, list[CellRecord]]:
-    """(the newest pretrained evaluation, the cells made with its weights and manifests)."""
+def latest_cells(store: Store, suite: str, pretrain: str, label: str | None = None,
+                 protocol: str = "reference") -> tuple[dict, list[CellRecord]]:
+    """(the newest pretrained evaluation, the cells made with its weights and manifests under `protocol`)."""
     evaluations = store.pretrained(suite, pretrain)
     if not evaluations:
         raise RibenchError(f"no results for suite '{suite}' and pretrain '{pretrain}' in {store.path}; "
@@ -19,5 +20,6 @@ def latest_cells(store: Store, suite: str, pretrain: str, label: str | None = No
     made_with = latest["identity"]
     cells = [c for c in store.cells(suite=suite, pretrain=pretrain, label=label)
              if c.identity.get("weights_sha256") == made_with["weights_sha256"]
-             and c.identity.get("manifests") == made_with["manifests"]]
+             and c.identity.get("manifests") == made_with["manifests"]
+             and c.identity.get("protocol_name", "reference") == protocol]
     return latest, cells

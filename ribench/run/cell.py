@@ -15,7 +15,8 @@ import torch
 
 from ribench import __version__
 from ribench.data.features import cached_features
-from ribench.engine.evaluate import evaluate_all
+from ribench.data.splits import holdout
+from ribench.engine.evaluate import accuracy, evaluate_all
 from ribench.run.spec import Cell, RunSpec, fit_context
 from ribench.store import CellRecord
 
@@ -56,6 +57,8 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all.
 
     Returns the record and the trained model."""
+    if spec.holdout is not None:
+        return run_selection_cell(spec, pretrained, cell, ingredients)
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
@@ -83,6 +86,30 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
         label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
         accuracies=accuracies, status="done", details=details, timings=timings,
         provenance=provenance(spec, pretrained),
+    )
+
+
+def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
+    """A selection cell: fine-tune on the fit part of a downstream *train* split, score ID accuracy on its
+    held-out part (class-stratified, `spec.holdout` of it). No test split is read."""
+    start = time.perf_counter()
+    fit, held_out = holdout(spec.suite.train_split(cell.dataset), spec.holdout, cell.seed)
+    torch.manual_seed(cell.seed)
+    ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, train=fit, ingredients=ingredients)
+    method = spec.method_cls(spec.method_config)
+    timings = method.fit(ctx)
+    t_eval = time.perf_counter()
+    size = spec.protocol.eval_batch_size
+    accuracies = {"heldout": accuracy(ctx.model, pretrained.preprocess, held_out, size, spec.device),
+                  "pretrained_heldout": accuracy(pretrained.model, pretrained.preprocess, held_out, size,
+                                                 spec.device)}
+    timings["eval_s"] = time.perf_counter() - t_eval
+    timings["total_s"] = time.perf_counter() - start
+    return ctx.model, CellRecord(
+        key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
+        label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
+        accuracies=accuracies, status="selection", details={"fit": len(fit), "heldout": len(held_out)},
+        timings=timings, provenance=provenance(spec, pretrained),
     )
 
 

@@ -62,9 +62,12 @@ def pretrained_accuracies(spec: RunSpec, pretrained, store: Store, executor: Exe
     return accuracies
 
 
+FINISHED = ("done", "selection")     # a selection cell is finished too; it is kept out of reports
+
+
 def _done(store: Store, key: str) -> bool:
     record = store.get(key)
-    return record is not None and record.status == "done"
+    return record is not None and record.status in FINISHED
 
 
 def _max_difference(a: dict, b: dict) -> float:
@@ -115,7 +118,7 @@ class Plan:
             if weights is not None:
                 self.store.save_weights(task.key, weights)
             stored = self.store.get(task.key)
-            if stored is None or stored.status != "done":
+            if stored is None or stored.status not in FINISHED:
                 self.store.put(record)
             elif _max_difference(stored.accuracies, record.accuracies) > 0:
                 self.log(f"note: {task.describe()} trained again for its weights differs from the stored cell by "
@@ -158,8 +161,11 @@ def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = No
             source = (spec.suite.name, spec.preset.name, spec.weights)
             if source not in loaded:
                 loaded[source] = pretrained or load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)
-            pre_acc = pretrained_accuracies(spec, loaded[source], store, executor)
-            accuracies[spec.preset.name] = pre_acc
+            if spec.holdout is None:
+                pre_acc = pretrained_accuracies(spec, loaded[source], store, executor)
+                accuracies[spec.preset.name] = pre_acc
+            else:                   # a selection run reads no test split, not even for A_pre
+                pre_acc = {}
             cells, pending = work.add(spec, loaded[source], pre_acc, keep_weights)
             planned, ran = planned + cells, ran + pending
         work.run(executor, progress, desc=specs[0].label if len(specs) == 1 else "grid")

@@ -15,82 +15,65 @@ import json
 import os
 from pathlib import Path
 
-from ribench.errors import ConfigError, RibenchError
-from ribench.paths import data_home
+from ribench.errors import ConfigError
 from ribench.run.executor import Executor
+from ribench.run.cell import load_pretrained
 from ribench.run.runner import run_specs
+from ribench.run.choices import selections_path
+from ribench.run.labels import method_label
 from ribench.run.spec import RunSpec, plan, resolve
 from ribench.store import Store
 
 HOLDOUT = 0.25
 SELECTION_SEED = 0
-SHIPPED = Path(__file__).resolve().parent.parent / "suites" / "selections"
 
 
-def selections_path(suite: str, shipped: bool = False) -> Path:
-    """Where a suite's chosen values live: the user's file (written by `ribench tune`) or the shipped one."""
-    return (SHIPPED if shipped else data_home() / "selections") / f"{suite}.json"
-
-
-def load_selections(suite: str) -> dict:
-    """{pretrain: {method label: choice}}: the user's choices over the shipped ones."""
-    merged: dict = {}
-    for path in (selections_path(suite, shipped=True), selections_path(suite)):
-        if path.is_file():
-            try:
-                found = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as error:
-                raise RibenchError(f"cannot read the selections file {path}: {error}") from None
-            for pretrain, choices in found.items():
-                merged.setdefault(pretrain, {}).update(choices)
-    return merged
-
-
-def candidates(method: str, suite: str, pretrain: str, includes=(), device: str = "cpu",
-               weights: str | None = None, data_root: str | None = None,
+def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=None, includes=(),
+               device: str = "cpu", weights: str | None = None, data_root: str | None = None,
                check_device: bool = True) -> tuple[RunSpec, list[tuple[float, RunSpec]]]:
-    """(the method under its recipe, [(grid value, its selection run)]) on the suite's selection datasets."""
-    base = resolve(method, suite, pretrain, includes=includes, device=device, weights=weights,
-                   data_root=data_root, protocol="recipe", check_device=check_device)
+    """(the method under its recipe, [(grid value, its selection run)]) on the suite's selection datasets.
+
+    `overrides` (--set) apply to every candidate, e.g. a shorter schedule; the tuned runs must then use
+    the same ones."""
+    where = dict(device=device, weights=weights, includes=includes, data_root=data_root, check_device=check_device)
+    base = resolve(method, suite, pretrain, overrides=overrides, protocol="recipe", **where)
     recipe = base.method_cls.recipe
-    if recipe is None:
-        raise ConfigError(f"method '{base.label}' trains nothing under a protocol; it has nothing to tune")
-    datasets = list(base.suite.selection_datasets or base.suite.downstream)
+    if recipe is None or base.method_cls.tunes_nothing:
+        raise ConfigError(f"method '{base.label}' trains nothing through a protocol; it has nothing to tune")
+    chosen_on = list(datasets or base.suite.selection_datasets or base.suite.downstream)
     runs = []
     for value in recipe.grid():
-        setting = f"protocol.lr={value}" if recipe.tune == "lr" else f"method.{recipe.tune}={value}"
-        runs.append((value, resolve(method, suite, pretrain, datasets, [SELECTION_SEED], [setting], device,
-                                    weights, includes, data_root, protocol="recipe", holdout=HOLDOUT,
-                                    check_device=check_device)))
+        setting = f"protocol.lr={value!r}" if recipe.tune == "lr" else f"method.{recipe.tune}={value!r}"
+        runs.append((value, resolve(method, suite, pretrain, chosen_on, [SELECTION_SEED], [*overrides, setting],
+                                    protocol="recipe", holdout=HOLDOUT, **where)))
     return base, runs
 
 
 def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executor | None = None,
-         includes=(), progress: bool = True, log=print, **where) -> dict:
-    """Run (or resume) a method's selection and return its choice (not yet written anywhere)."""
-    base, runs = candidates(method, suite, pretrain, includes, **where)
-    if base.method_cls.recipe.tune != "lr" and base.method_cls.recipe.lr_from:
-        lr_from = base.method_cls.recipe.lr_from
-        log(f"{base.label} tunes {base.method_cls.recipe.tune} at {lr_from}'s chosen lr "
-            f"({base.protocol.lr:g})")
-    run_specs([spec for _, spec in runs], store, executor, progress=progress, log=log, keep_weights=False)
-    scores, per_dataset = {}, {}
-    for value, spec in runs:
-        loaded = spec.preset.load(spec.suite, spec.weights)
-        cells = [store.get(c.key) for c in plan(spec, loaded)]
-        per_dataset[value] = {c.dataset: c.accuracies["heldout"] for c in cells}
-        scores[value] = sum(per_dataset[value].values()) / len(cells)
-    grid = [value for value, _ in runs]
-    chosen = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - len(grid) // 2)))
+         overrides=(), datasets=None, includes=(), progress: bool = True, log=print, **where) -> dict:
+    """Run (or resume) a method's selection; returns its choice (written nowhere yet)."""
+    base, runs = candidates(method, suite, pretrain, overrides, datasets, includes, **where)
     recipe = base.method_cls.recipe
+    if recipe.lr_from:
+        log(f"{base.label} tunes {recipe.tune} at {recipe.lr_from}'s chosen lr ({base.protocol.lr:g})")
+    run_specs([spec for _, spec in runs], store, executor, progress=progress, log=log, keep_weights=False)
+    pretrained = load_pretrained(base, "cpu")
+    per_dataset = {value: {c.dataset: store.get(c.key).accuracies["heldout"] for c in plan(spec, pretrained)}
+                   for value, spec in runs}
+    scores = {value: sum(accs.values()) / len(accs) for value, accs in per_dataset.items()}
+    grid = [value for value, _ in runs]
+    middle = len(grid) // 2       # ties go to the value nearest the recipe's
+    best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - middle)))
+    pre = {c.dataset: store.get(c.key).accuracies["pretrained_heldout"] for c in plan(runs[0][1], pretrained)}
     return {
-        "method": base.label, "tune": recipe.tune, "value": chosen, "grid": grid,
-        "heldout_acc": {str(v): round(scores[v], 6) for v in grid},
-        "per_dataset": {str(v): {d: round(a, 6) for d, a in per_dataset[v].items()} for v in grid},
+        "method": method_label(base.method_cls, base.method_config), "tune": recipe.tune, "value": best, "grid": grid,
+        "heldout_acc": {repr(v): round(scores[v], 6) for v in grid},
+        "pretrained_heldout_acc": round(sum(pre.values()) / len(pre), 6),
         "datasets": list(runs[0][1].datasets), "seed": SELECTION_SEED, "holdout": HOLDOUT,
+        "overrides": list(overrides),
         "recipe": {"optimizer": recipe.optimizer, "lr": base.protocol.lr, "weight_decay": recipe.weight_decay,
                    "momentum": recipe.momentum, "source": recipe.source},
-        "at_grid_edge": chosen in (grid[0], grid[-1]),
+        "at_grid_edge": best in (grid[0], grid[-1]),
     }
 
 

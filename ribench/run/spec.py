@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,7 +18,8 @@ from ribench.engine.compose import method_class, resolve_method
 from ribench.engine.context import FitContext
 from ribench.engine.settings import configure_protocol, parse_spec, split_overrides
 from ribench.errors import ConfigError
-from ribench.run.labels import protocol_changes, run_label
+from ribench.run.choices import chosen
+from ribench.run.labels import method_label, protocol_changes, run_label
 from ribench.store import cell_key
 
 
@@ -45,6 +46,11 @@ class RunRequest:
     weights: str | None = None
     includes: tuple = ()
     data_root: str | None = None
+    protocol: str = "reference"
+    holdout: float | None = None
+
+
+PROTOCOLS = ("reference", "tuned", "recipe")
 
 
 @dataclass
@@ -62,15 +68,26 @@ class RunSpec:
     weights: str | None = None
     label: str = ""
     request: RunRequest | None = None
+    protocol_name: str = "reference"     # reference: the suite's; tuned: the recipe at the chosen value
+    base_protocol: object = None         # the protocol before --set (labels show changes from it)
+    label_defaults: dict | None = None   # tuned strength methods: the defaults with the chosen strength
+    selection: dict = field(default_factory=dict)    # tuned: the chosen value of this run and its ingredients
+    holdout: float | None = None         # a selection run: fit on the rest, score on this held-out fraction
 
 
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
             overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
-            data_root: str | None = None, check_device: bool = True) -> RunSpec:
+            data_root: str | None = None, check_device: bool = True, protocol: str = "reference",
+            holdout: float | None = None) -> RunSpec:
     """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError.
 
-    `check_device=False` lets a driver without the device plan cells that workers run.
+    `protocol`: "reference" (the suite's, ImageNet-RIB's one lr for all), "tuned" (the method's recipe
+    at its chosen value, see ribench.run.selection) or "recipe" (the recipe at its paper value: what
+    selection starts from). `check_device=False` lets a driver without the device plan cells that
+    workers run; `holdout` makes a selection run.
     """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{protocol}' (choose reference or tuned)")
     for path in includes:
         METHODS.include(path)
     method_name, inline = parse_spec(method)
@@ -79,8 +96,16 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     suite_obj.attach_data(data_root)
     preset = PRETRAINS.get(pretrain)
     method_over, protocol_over = split_overrides(list(overrides), method_cls)
-    config = method_cls.configure({**inline, **method_over})
-    protocol = configure_protocol(suite_obj.protocol, protocol_over)
+    asked = method_cls.configure(inline)
+    base_protocol, selection = _protocol_of(method_cls, asked, suite_obj, preset.name, protocol)
+    label_defaults = None
+    if protocol == "tuned" and selection and method_cls.recipe.tune != "lr":
+        strength = {method_cls.recipe.tune: repr(selection[method_label(method_cls, asked)])}
+        label_defaults = method_cls.settings(method_cls.configure(strength))   # the chosen strength is no change
+        config = method_cls.configure({**strength, **inline, **method_over})
+    else:
+        config = method_cls.configure({**inline, **method_over})
+    protocol_obj = configure_protocol(base_protocol, protocol_over)
     if datasets:
         for name in datasets:
             if suite_obj.info(name).role != "downstream":
@@ -96,13 +121,43 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     if check_device and device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
     request = RunRequest(method, suite, pretrain, tuple(overrides), device, weights, tuple(str(p) for p in includes),
-                         None if data_root is None else str(data_root))
-    spec = RunSpec(suite_obj, preset, method_cls, config, protocol, datasets, list(seeds), device, weights,
-                   request=request)
+                         None if data_root is None else str(data_root), protocol, holdout)
+    spec = RunSpec(suite_obj, preset, method_cls, config, protocol_obj, datasets, list(seeds), device, weights,
+                   request=request, protocol_name=protocol, base_protocol=base_protocol, label_defaults=label_defaults,
+                   selection=selection, holdout=holdout)
     spec.label = run_label(spec)
     for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
-        ingredient_spec(spec, name)
+        sub = ingredient_spec(spec, name)
+        spec.selection.update(sub.selection)
     return spec
+
+
+def _protocol_of(method_cls, config, suite, pretrain: str, protocol: str) -> tuple:
+    """(the protocol a run starts from, the chosen values it uses) under `protocol`."""
+    recipe = method_cls.recipe
+    if protocol == "reference" or method_cls.tunes_nothing:
+        return suite.protocol, {}
+    if recipe is None:
+        raise ConfigError(f"method '{method_cls.name}' declares no recipe, so it cannot run under the tuned "
+                          "protocol; give its class a Recipe (see docs/adding-a-method.md) or use --protocol reference")
+    lr = recipe.lr
+    if recipe.lr_from:                       # a strength-tuned method trains at another method's chosen lr
+        found = chosen(suite.name, pretrain, recipe.lr_from)
+        if found is None:
+            raise ConfigError(f"'{method_cls.name}' trains at {recipe.lr_from}'s chosen lr, and {recipe.lr_from} "
+                              f"has no tuned choice on {suite.name}/{pretrain}; run 'ribench tune --method "
+                              f"{recipe.lr_from} --pretrain {pretrain}' first")
+        lr = found["value"]
+    if protocol == "recipe":
+        return recipe.protocol(suite.protocol, lr), {}
+    label = method_label(method_cls, config)
+    found = chosen(suite.name, pretrain, label)
+    if found is None:
+        raise ConfigError(f"no tuned choice for '{label}' on {suite.name}/{pretrain}; run 'ribench tune --method "
+                          f"{label} --pretrain {pretrain}' (or use --protocol reference)")
+    if recipe.tune == "lr":
+        lr = found["value"]
+    return recipe.protocol(suite.protocol, lr), {label: found["value"]}
 
 
 def ingredient_specs(spec: RunSpec) -> list[str]:
@@ -110,7 +165,17 @@ def ingredient_specs(spec: RunSpec) -> list[str]:
 
 
 def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
-    """The run whose cells a derived method of `spec` needs: same suite, pretrain, protocol."""
+    """The run whose cells a derived method of `spec` needs: same suite, pretrain, protocol.
+
+    Under `tuned` an ingredient trains under its own recipe and choice, not its user's."""
+    if spec.protocol_name == "tuned":
+        r = spec.request
+        sub = resolve(method, r.suite, r.pretrain, spec.datasets, spec.seeds, (), r.device, r.weights, r.includes,
+                      r.data_root, check_device=False, protocol="tuned")
+        sub.device = spec.device
+        if sub.label == spec.label:
+            raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
+        return sub
     cls, config = resolve_method(method)
     if cls.requires_text_tower and not spec.preset.has_text_tower:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
@@ -133,6 +198,11 @@ def cell_for(spec: RunSpec, pretrained, dataset: str, seed: int) -> Cell:
         "method": spec.method_cls.name, "config": spec.method_cls.settings(spec.method_config),
         "protocol": spec.protocol.as_dict(), "dataset": dataset, "seed": seed,
     }
+    if spec.protocol_name != "reference":     # reference identities stay as they always were
+        identity["protocol_name"] = spec.protocol_name
+        identity["selection"] = dict(sorted(spec.selection.items()))
+    if spec.holdout is not None:
+        identity.update(kind="selection", holdout=spec.holdout)
     return Cell(dataset, seed, identity)
 
 

@@ -31,6 +31,7 @@ class Suite:
     protocol: Protocol
     templates: tuple[str, ...]          # zero-shot prompt templates, "{}" = class name
     manifest_dir: Path | None = None
+    selection_datasets: tuple[str, ...] = ()   # where the tuned protocol chooses (default: every downstream)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
