@@ -17,8 +17,8 @@ FAST = ["--set", "epochs=1"]
 
 
 def test_a_recipe_grid_is_log_spaced_around_its_centre_and_the_same_size_for_every_method():
-    assert Recipe("sgd", 1e-3).grid() == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
-    assert Recipe("sgd", 1e-3, tune="lam", centre=0.1).grid() == [0.01, 0.0316, 0.1, 0.316, 1.0]
+    assert Recipe("sgd", 1e-3).grid() == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    assert Recipe("sgd", 1e-3, tune="lam", centre=0.1).grid() == [0.001, 0.01, 0.1, 1.0, 10.0]
     assert len(Recipe("adamw", 5e-4).grid()) == GRID_SIZE
     protocol = Recipe("adamw", 5e-4, weight_decay=0.1).protocol(resolve("ft", "rib-tiny").suite.protocol, 2e-4)
     assert (protocol.optimizer, protocol.lr, protocol.weight_decay, protocol.epochs) == ("adamw", 2e-4, 0.1, 2)
@@ -93,7 +93,7 @@ def test_a_strength_is_tuned_at_its_base_methods_chosen_lr(capsys, tuned_store):
     code, out, err = _tune(capsys, store, "l2sp")
     assert code == 0, err
     choice = json.loads(selections.read_text())["mini-clip"]["l2sp"]
-    assert choice["tune"] == "lam" and choice["grid"] == [0.01, 0.0316, 0.1, 0.316, 1.0]
+    assert choice["tune"] == "lam" and choice["grid"] == [0.001, 0.01, 0.1, 1.0, 10.0]
     assert choice["recipe"]["lr"] == ft_lr
     spec = resolve("l2sp", "rib-tiny", overrides=["epochs=1"], protocol="tuned")
     assert spec.method_config.lam == choice["value"] and spec.protocol.lr == ft_lr

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from ribench.engine.protocol import Protocol
 
 GRID_SIZE = 5            # the same for every method
-GRID_DECADES = 2.0       # the grid spans recipe value × 10^(±GRID_DECADES/2)
+# The grid spans the recipe's value × 10^(±2), a decade apart: the papers' values come from ViT-B/16 at
+# 224 px and many steps, and on a small suite's small models the best value may sit a decade or more away
+# (ft under AdamW learns at 1e-4 on rib-mini, FLYP's recipe says 1e-5).
+GRID_DECADES = 4.0
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -43,7 +46,7 @@ class Recipe:
         """GRID_SIZE log-spaced values of the tuned quantity around its centre (3 significant digits)."""
         centre = self.lr if self.tune == "lr" else self.centre
         steps = [GRID_DECADES * (i / (GRID_SIZE - 1) - 0.5) for i in range(GRID_SIZE)]
-        return [float(f"{centre * 10 ** s:.3g}") for s in steps]
+        return [float(f"{centre * 10 ** step:.3g}") for step in steps]
 
     def protocol(self, suite_protocol: Protocol, lr: float | None = None) -> Protocol:
         """The suite's protocol with this recipe's optimizer, weight decay and `lr` (default: the recipe's)."""
