@@ -166,3 +166,16 @@ def test_a_method_that_raises_on_a_worker_names_its_cell(cluster, workdir, capsy
     assert ("1 of 2 cell(s) failed, the others are stored: raises-on-sketch-ray[epochs=1] on sketch, seed 0 "
             "failed: RuntimeError: boom in prepare") in err
     assert [c.dataset for c in Store(store).cells()] == ["cartoon"]
+
+
+def test_selection_cells_run_on_ray_as_the_driver_plans_them(cluster, tmp_path, monkeypatch):
+    """A worker resolves a tuned-protocol selection run again from its request (protocol and holdout too)."""
+    from ribench.run.selection import tune
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    with Store(tmp_path / "s.sqlite") as store:
+        choice = tune("ft", "rib-tiny", "mini-clip", store, RayExecutor(), overrides=["epochs=1"],
+                      datasets=["sketch"], includes=[TINY], progress=False, log=lambda m: None)
+        cells = store.cells(status="selection")
+    assert len(cells) == 5 and {c.provenance["executor"]["name"] for c in cells} == {"ray"}
+    assert choice["value"] in choice["grid"]

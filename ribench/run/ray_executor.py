@@ -20,7 +20,7 @@ from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 from ribench.errors import ConfigError, RibenchError
 from ribench.run.cell import evaluate_pretrained, load_pretrained
 from ribench.run.executor import Executor
-from ribench.run.spec import resolve
+from ribench.run.spec import resolve_request
 from ribench.run.tasks import CellTask, failure_message, perform
 
 
@@ -38,9 +38,7 @@ def _cell_remote(task: CellTask, names: tuple, *ingredient_results):
 def _pretrained_remote(request, threads: int | None, expected_weights_sha256: str) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    spec = resolve(request.method, request.suite, request.pretrain, overrides=request.overrides,
-                   device=request.device, weights=request.weights, includes=request.includes,
-                   data_root=request.data_root)
+    spec = resolve_request(request)
     pretrained = load_pretrained(spec)
     if pretrained.weights_sha256 != expected_weights_sha256:
         raise RibenchError(f"a Ray worker loads other weights for {spec.preset.name} than the driver "

@@ -139,9 +139,9 @@ class Plan:
         finally:
             if bar is not None:
                 bar.close()
-        if failures:
-            raise CellsFailed(f"{len(failures)} of {len(tasks)} cell(s) failed, the others are stored: "
-                              + "; ".join(failures))
+        if failures:       # each was logged as it happened; the last line names the first few
+            shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+            raise CellsFailed(f"{len(failures)} of {len(tasks)} cell(s) failed, the others are stored: {shown}")
         return len(tasks)
 
 

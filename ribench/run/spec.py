@@ -132,6 +132,14 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     return spec
 
 
+def resolve_request(request: RunRequest, check_device: bool = True) -> RunSpec:
+    """The run a request names, resolved again (on a worker, or for an ingredient)."""
+    r = request
+    return resolve(r.method, r.suite, r.pretrain, overrides=r.overrides, device=r.device, weights=r.weights,
+                   includes=r.includes, data_root=r.data_root, check_device=check_device, protocol=r.protocol,
+                   holdout=r.holdout)
+
+
 def _protocol_of(method_cls, config, suite, pretrain: str, protocol: str) -> tuple:
     """(the protocol a run starts from, the chosen values it uses) under `protocol`."""
     recipe = method_cls.recipe

@@ -18,7 +18,7 @@ import torch
 from ribench import __version__
 from ribench.errors import RibenchError
 from ribench.run.cell import git_commit, load_pretrained, run_cell
-from ribench.run.spec import RunRequest, cell_for, resolve
+from ribench.run.spec import RunRequest, cell_for, resolve_request
 from ribench.store import CellRecord
 from ribench.toolkit.weights import changed_tensors
 
@@ -58,8 +58,7 @@ def _spec_and_pretrained(task: CellTask):
         return task.local
     if task.request not in _resolved:
         r = task.request
-        spec = resolve(r.method, r.suite, r.pretrain, overrides=r.overrides, device=r.device, weights=r.weights,
-                       includes=r.includes, data_root=r.data_root)
+        spec = resolve_request(r)
         _resolved[task.request] = (spec, load_pretrained(spec))
     return _resolved[task.request]
 
