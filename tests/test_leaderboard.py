@@ -17,6 +17,8 @@ import pytest
 
 from ribench.catalog import SUITES
 from ribench.cli.main import main
+from ribench.leaderboard.plots import pareto_front
+from ribench.leaderboard.rows import did_not_adapt, shown_label
 from ribench.errors import RibenchError
 from ribench.leaderboard.distances import load_distances
 from ribench.leaderboard.entries import entry_from_store
@@ -272,20 +274,35 @@ def built(tmp_path_factory, store_path):
 def test_build_writes_markdown_and_every_plot(built):
     root, entries = built
     folder = root / "rib-tiny"
-    for stem in ("mri", "ri-heatmap-mini-clip", "id-vs-ood", "forgetting-vs-otdd"):
+    for stem in ("mri", "ri-heatmap-mini-clip", "id-gain-vs-mri", "id-vs-ood", "forgetting-vs-otdd"):
         png, svg = folder / "plots" / f"{stem}.png", folder / "plots" / f"{stem}.svg"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, stem
         assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
     readme = (folder / "README.md").read_text()
     ft = next(e for e in entries if e["method"]["label"] == "ft")
     mri = ft["metrics"]["mRI"]
-    assert f"| ft | {mri['mean']:+.1f} [{mri['ci95'][0]:+.1f}, {mri['ci95'][1]:+.1f}]" in readme
+    assert f"| {shown_label(ft)} | {mri['mean']:+.1f} [{mri['ci95'][0]:+.1f}, {mri['ci95'][1]:+.1f}]" in readme
     assert "zeroshot (trains nothing" in readme.replace("Not drawn in the heatmap of mini-clip: ", "")
     assert "(plots/forgetting-vs-otdd.png)" in readme
     # rows best mRI first
     order = [line.split(" | ")[1] for line in readme.splitlines() if line.startswith("| 1 |")
              or line.startswith("| 2 |") or line.startswith("| 3 |")]
-    assert order == [e["method"]["label"] for e in sorted(entries, key=lambda e: -e["metrics"]["mRI"]["mean"])]
+    assert order == [shown_label(e) for e in sorted(entries, key=lambda e: -e["metrics"]["mRI"]["mean"])]
+
+
+def test_a_method_that_did_not_adapt_is_marked_and_the_pareto_front_is_drawn(built):
+    root, entries = built
+    ft = next(e for e in entries if e["method"]["label"] == "ft")
+    stood = {**ft, "method": {**ft["method"], "label": "stood-still"},
+             "metrics": {**ft["metrics"], "ID_gain": {**ft["metrics"]["ID_gain"], "mean": 0.05, "ci95": [-0.1, 0.2]}}}
+    adapted = {**stood, "metrics": {**stood["metrics"], "ID_gain": {**stood["metrics"]["ID_gain"], "ci95": [0.01, 0.2]}}}
+    assert did_not_adapt(stood) and not did_not_adapt(adapted)
+    assert shown_label(stood) == "stood-still (did not adapt)"
+    zeroshot = next(e for e in entries if e["method"]["label"] == "zeroshot")
+    assert not did_not_adapt(zeroshot)                      # it trains nothing: shown apart, not marked
+    # (1, 1) beats (0, 0); (2, -1) and (-1, 2) trade off: the front is everything but (0, 0), by ID gain
+    assert pareto_front([(0, 0), (1, 1), (2, -1), (-1, 2)]) == [3, 1, 2]
+    assert pareto_front([(1, 1), (1, 1)]) == [0, 1]
 
 
 def test_forgetting_plot_is_skipped_without_distances(tmp_path, built):
@@ -302,7 +319,7 @@ def test_page_is_self_contained(built):
     root, _ = built
     page = (root / "rib-tiny" / "index.html").read_text()
     assert "http://" not in page.replace('href="https://example', "") and "<script src" not in page
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5      # mRI, RI heatmap, ID gain vs mRI, ID vs OOD, forgetting vs OTDD
 
 
 def test_page_renders_and_sorts_in_headless_chromium(built):

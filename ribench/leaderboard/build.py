@@ -15,6 +15,7 @@ from ribench.leaderboard import plots
 from ribench.leaderboard.distances import load_distances
 from ribench.leaderboard.html import render_page
 from ribench.leaderboard.markdown import render_markdown
+from ribench.leaderboard.rows import trains_nothing
 
 __all__ = ["build_suite"]
 
@@ -43,9 +44,12 @@ def build_suite(root: Path, suite: str, entries: list[dict], extra_distances=(),
             if any(p.name == f"ri-heatmap-{pretrain}.png" for p in heatmaps):
                 figures.append((f"ri-heatmap-{pretrain}", f"{pretrain}: accuracy change A_i^(j) − A_pre^(j) per "
                                                           "method, trained-on dataset × evaluated dataset"))
-            nothing = [e["method"]["label"] for e in group if plots.trains_nothing(e)]
+            nothing = [e["method"]["label"] for e in group if trains_nothing(e)]
             if nothing:
                 skipped[pretrain] = nothing
+        written += plots.id_gain_vs_mri(measured_entries, plot_folder, palette)
+        figures.append(("id-gain-vs-mri", "ID gain against mRI with 95% intervals and the Pareto front; a method "
+                                          "whose ID gain is not above 0 did not adapt (hollow)"))
         written += plots.id_vs_ood(measured_entries, plot_folder, palette)
         figures.append(("id-vs-ood", "ID accuracy against mean OOD accuracy (95% intervals); the star is the "
                                      "pretrained model"))

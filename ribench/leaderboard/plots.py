@@ -20,9 +20,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ribench.distance.relation import spearman
+from ribench.leaderboard.rows import did_not_adapt, shown_label, trains_nothing
 
-__all__ = ["colours", "forgetting_vs_distance", "id_vs_ood", "mri_per_method", "reported_mri", "ri_heatmaps",
-           "trains_nothing"]
+__all__ = ["colours", "forgetting_vs_distance", "id_gain_vs_mri", "id_vs_ood", "mri_per_method", "pareto_front",
+           "reported_mri", "ri_heatmaps"]
 
 _STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
           "legend.fontsize": 8, "svg.hashsalt": "ribench", "svg.fonttype": "none"}
@@ -84,12 +85,6 @@ def _legend_below(axes, offset: float) -> None:
                 frameon=False)
 
 
-def trains_nothing(entry: dict) -> bool:
-    """An entry whose every accuracy equals the pretrained model's (e.g. zeroshot)."""
-    a_pre = entry["pretrained"]["accuracy"]
-    return all(value == a_pre[name] for row in entry["matrix"].values() for name, value in row.items())
-
-
 def _by_pretrain(entries: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for entry in sorted(entries, key=lambda e: e["pretrain"]):
@@ -117,7 +112,7 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Pat
         axes.barh(ypos, means, color=[palette[_label(e)] for e in group], height=0.65, alpha=0.85)
         axes.errorbar(means, ypos, xerr=[lows, highs], fmt="none", ecolor="black", capsize=3, linewidth=1)
         axes.axvline(0, color="black", linewidth=0.8)
-        axes.set_yticks(ypos, [_label(e) for e in group])
+        axes.set_yticks(ypos, [shown_label(e) for e in group])
         for y, mean, low, high in zip(ypos, means, lows, highs):
             # beyond the interval's outer end, so the number never sits on a whisker
             axes.annotate(_signed(mean), (mean + high if mean >= 0 else mean - low, y),
@@ -228,6 +223,48 @@ def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
     figure.suptitle(f"{entries[0]['suite']}: in-distribution vs out-of-distribution accuracy, mean over "
                     "downstream datasets\n(the pretrained model lies on ID = OOD by construction; bars: 95% intervals)")
     return _save(figure, folder, "id-vs-ood")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (higher is better), by x."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+@_styled
+def id_gain_vs_mri(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
+    """ID gain against mRI (95% intervals), the Pareto front of the methods that adapted drawn: adapting
+    and staying robust trade off, and a method that did not adapt is no point of it however good its mRI."""
+    grouped = _by_pretrain(entries)
+    largest = max(sum(not trains_nothing(e) for e in group) for group in grouped.values()) + 2
+    figure = _figure(3.5 * len(grouped) + 0.3, 3.5 + _legend_height(largest))
+    axes_list = figure.subplots(1, len(grouped), squeeze=False)[0]
+    for axes, (pretrain, group) in zip(axes_list, grouped.items()):
+        trained = [e for e in group if not trains_nothing(e)]
+        for entry in trained:
+            gain, mri = entry["metrics"]["ID_gain"], entry["metrics"]["mRI"]
+            axes.errorbar(gain["mean"], mri["mean"],
+                          xerr=[[gain["mean"] - gain["ci95"][0]], [gain["ci95"][1] - gain["mean"]]],
+                          yerr=[[mri["mean"] - mri["ci95"][0]], [mri["ci95"][1] - mri["mean"]]],
+                          fmt="o", color=palette[_label(entry)], capsize=2, markersize=6,
+                          label=shown_label(entry), zorder=3, mfc="white" if did_not_adapt(entry) else None)
+        adapted = [e for e in trained if not did_not_adapt(e)]     # standing still is no trade-off
+        points = [(e["metrics"]["ID_gain"]["mean"], e["metrics"]["mRI"]["mean"]) for e in adapted]
+        front = pareto_front(points)
+        if front:
+            axes.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linewidth=1.2,
+                      zorder=2, label="Pareto front")
+        axes.axvline(0, color="grey", linestyle="--", linewidth=0.8, zorder=1)
+        axes.axhline(0, color="grey", linewidth=0.8, zorder=1)
+        axes.set_xlabel("ID gain (percentage points)")
+        axes.set_ylabel("mRI (percentage points)")
+        axes.set_title(pretrain)
+        axes.grid(alpha=0.3)
+        _legend_below(axes, -0.3)
+    figure.suptitle(f"{entries[0]['suite']}: ID gain against mRI, the line the Pareto front of the methods that "
+                    "adapted\n(bars: 95% intervals; hollow: did not adapt)")
+    return _save(figure, folder, "id-gain-vs-mri")
 
 
 @_styled

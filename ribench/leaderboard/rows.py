@@ -29,6 +29,23 @@ def interval_text(stat: dict | None, signed: bool = True) -> str:
     return mean
 
 
+def trains_nothing(entry: dict) -> bool:
+    """An entry whose every accuracy equals the pretrained model's (e.g. zeroshot)."""
+    a_pre = entry["pretrained"]["accuracy"]
+    return all(value == a_pre[name] for row in entry["matrix"].values() for name, value in row.items())
+
+
+def did_not_adapt(entry: dict) -> bool:
+    """A method that trains but whose ID gain is not above zero (its 95% interval reaches 0 or below):
+    mRI alone would rank it first for standing still."""
+    return not trains_nothing(entry) and entry["metrics"]["ID_gain"]["ci95"][0] <= 0
+
+
+def shown_label(entry: dict) -> str:
+    """The method's label as tables and plots show it, marked when it did not adapt."""
+    return entry["method"]["label"] + (" (did not adapt)" if did_not_adapt(entry) else "")
+
+
 def measured_rows(group: list[dict]) -> list[dict]:
     """Table rows of one pretrain's measured entries, best mRI first (shared by Markdown and HTML)."""
     rows = []
@@ -36,7 +53,7 @@ def measured_rows(group: list[dict]) -> list[dict]:
         m = entry["metrics"]
         rows.append({
             "entry": entry,
-            "method": entry["method"]["label"],
+            "method": shown_label(entry),
             "cells": [
                 ("mRI", interval_text(m["mRI"]), m["mRI"]["mean"]),
                 ("ID", interval_text(m["ID"], False), m["ID"]["mean"]),

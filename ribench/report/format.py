@@ -122,6 +122,11 @@ def _as_csv(summary: Summary) -> str:
 _COMPARED = [("mRI", True), ("ID", False), ("ID_gain", True), ("forgetting", True)]
 
 
+def did_not_adapt(overall, label: str) -> bool:
+    """ID gain not above zero (the low end of its 95% interval at 0 or below): mRI alone would reward it."""
+    return not overall.loc[(label, "ID_gain"), "ci_low"] > 0
+
+
 def _comparison_tables(summary: Summary) -> tuple[list[list[str]], list[list[str]]]:
     """Methods side by side: headline metrics with intervals, and mean RI per downstream dataset.
 
@@ -138,7 +143,7 @@ def _comparison_tables(summary: Summary) -> tuple[list[list[str]], list[list[str
                          f"[{_pct(row['ci_low'], signed)}, {_pct(row['ci_high'], signed)}]")
         row = overall.loc[(label, "mRI")]
         cells.append(f"{int(row['n_seeds'])}" + ("" if bool(row["complete"]) else " (incomplete)"))
-        headline.append([label, *cells])
+        headline.append([label + (" (did not adapt)" if did_not_adapt(overall, label) else ""), *cells])
     ri = summary.ri.set_index(["label", "dataset"])
     per_dataset = [["method", *summary.downstream, "mRI"]]
     for label in order:
