@@ -188,25 +188,35 @@ def _outline(row: int, column: int):
     return Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.0)
 
 
-@_styled
-def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
-    """Mean ID accuracy against mean OOD accuracy (95% intervals), the pretrained model as a star."""
+def _scatter_panels(entries: list[dict]):
+    """(figure, [(axes, pretrain, its entries, those that train)]): one scatter panel per pretrain, with room
+    below for a legend of every method."""
     grouped = _by_pretrain(entries)
     largest = max(sum(not trains_nothing(e) for e in group) for group in grouped.values()) + 2
     figure = _figure(3.5 * len(grouped) + 0.3, 3.5 + _legend_height(largest))
     axes_list = figure.subplots(1, len(grouped), squeeze=False)[0]
-    for axes, (pretrain, group) in zip(axes_list, grouped.items()):
+    return figure, [(axes, pretrain, group, [e for e in group if not trains_nothing(e)])
+                    for axes, (pretrain, group) in zip(axes_list, grouped.items())]
+
+
+def _interval_point(axes, entry: dict, x: str, y: str, colour, label: str, **style) -> None:
+    """One entry at its means of metrics x and y, with their 95% intervals as bars."""
+    mx, my = entry["metrics"][x], entry["metrics"][y]
+    axes.errorbar(mx["mean"], my["mean"], xerr=[[mx["mean"] - mx["ci95"][0]], [mx["ci95"][1] - mx["mean"]]],
+                  yerr=[[my["mean"] - my["ci95"][0]], [my["ci95"][1] - my["mean"]]], fmt="o", color=colour,
+                  capsize=2, markersize=6, label=label, zorder=3, **style)
+
+
+@_styled
+def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
+    """Mean ID accuracy against mean OOD accuracy (95% intervals), the pretrained model as a star."""
+    figure, panels = _scatter_panels(entries)
+    for axes, pretrain, group, trained in panels:
         pre = group[0]["pretrained"]
         axes.scatter([pre["OOD"]], [pre["ID"]], marker="*", s=220, color="black", zorder=2,
                      label="pretrained")
-        trained = [e for e in group if not trains_nothing(e)]
         for entry in trained:
-            ood, idm = entry["metrics"]["OOD"], entry["metrics"]["ID"]
-            axes.errorbar(ood["mean"], idm["mean"],
-                          xerr=[[ood["mean"] - ood["ci95"][0]], [ood["ci95"][1] - ood["mean"]]],
-                          yerr=[[idm["mean"] - idm["ci95"][0]], [idm["ci95"][1] - idm["mean"]]],
-                          fmt="o", color=palette[_label(entry)], capsize=2, markersize=6, label=_label(entry),
-                          zorder=3)
+            _interval_point(axes, entry, "OOD", "ID", palette[_label(entry)], _label(entry))
         xs = [pre["OOD"], *(e["metrics"]["OOD"]["mean"] for e in trained)]
         ys = [pre["ID"], *(e["metrics"]["ID"]["mean"] for e in trained)]
         pad_x, pad_y = max(1.0, 0.15 * (max(xs) - min(xs))), max(1.0, 0.15 * (max(ys) - min(ys)))
@@ -236,19 +246,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def id_gain_vs_mri(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
     """ID gain against mRI (95% intervals), the Pareto front of the methods that adapted drawn: adapting
     and staying robust trade off, and a method that did not adapt is no point of it however good its mRI."""
-    grouped = _by_pretrain(entries)
-    largest = max(sum(not trains_nothing(e) for e in group) for group in grouped.values()) + 2
-    figure = _figure(3.5 * len(grouped) + 0.3, 3.5 + _legend_height(largest))
-    axes_list = figure.subplots(1, len(grouped), squeeze=False)[0]
-    for axes, (pretrain, group) in zip(axes_list, grouped.items()):
-        trained = [e for e in group if not trains_nothing(e)]
+    figure, panels = _scatter_panels(entries)
+    for axes, pretrain, group, trained in panels:
         for entry in trained:
-            gain, mri = entry["metrics"]["ID_gain"], entry["metrics"]["mRI"]
-            axes.errorbar(gain["mean"], mri["mean"],
-                          xerr=[[gain["mean"] - gain["ci95"][0]], [gain["ci95"][1] - gain["mean"]]],
-                          yerr=[[mri["mean"] - mri["ci95"][0]], [mri["ci95"][1] - mri["mean"]]],
-                          fmt="o", color=palette[_label(entry)], capsize=2, markersize=6,
-                          label=shown_label(entry), zorder=3, mfc="white" if did_not_adapt(entry) else None)
+            _interval_point(axes, entry, "ID_gain", "mRI", palette[_label(entry)], shown_label(entry),
+                            mfc="white" if did_not_adapt(entry) else None)
         adapted = [e for e in trained if not did_not_adapt(e)]     # standing still is no trade-off
         points = [(e["metrics"]["ID_gain"]["mean"], e["metrics"]["mRI"]["mean"]) for e in adapted]
         front = pareto_front(points)
