@@ -71,14 +71,15 @@ def test_flyp_refuses_a_pretrain_without_text_tower_before_any_work(tiny_suite):
 
 # ---- invariants: penalties at zero strength are ft --------------------------------------
 
-@pytest.mark.parametrize("method", ["l2sp[lam=0]", "ewc[lam=0]", "lwf[alpha=0]", "l2sp+lwf[lam=0,alpha=0]"])
+@pytest.mark.parametrize("method", ["l2sp[lam=0]", "ewc[lam=0]", "ewc-rib[lam=0]", "lwf[alpha=0]",
+                                    "l2sp+lwf[lam=0,alpha=0]"])
 def test_zero_strength_penalties_give_ft_weights(clip, ft_clip, method):
     model, _, _ = fit_method(clip, method)
     after = model.state_dict()
     assert all(torch.equal(ft_clip[k], after[k]) for k in ft_clip)
 
 
-@pytest.mark.parametrize("method", ["l2sp[lam=1]", "ewc[lam=100]", "lwf"])
+@pytest.mark.parametrize("method", ["l2sp[lam=1]", "ewc[lam=100]", "ewc-rib", "lwf"])
 def test_penalties_move_the_same_weights_as_ft_but_differently(clip, ft_clip, method):
     before = state(clip.model)
     model, _, _ = fit_method(clip, method)
@@ -110,6 +111,62 @@ def test_ewc_closed_form_is_lambda_fisher_times_displacement(clip):
     # normalize=mean: the Fisher's mean over all backbone weights is 1
     total = sum(f.double().sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values())
     assert float(total) == pytest.approx(1.0, rel=1e-6)
+
+
+def _mean_one(fisher):
+    total = sum(f.double().sum() for f in fisher.values())
+    count = sum(f.numel() for f in fisher.values())
+    return {n: f * float(count / total) for n, f in fisher.items()}
+
+
+def test_ewc_fisher_is_estimated_on_the_pretraining_domain(clip):
+    """F belongs to the task being protected: by default the source split's statistic, not the target's."""
+    from ribench.methods.ewc import EWC
+    from ribench.run.spec import fit_context
+    from ribench.toolkit.gradients import per_sample_gradient_means
+
+    spec = resolve("ewc", "rib-tiny", "mini-clip", datasets=["sketch"])
+    ctx = fit_context(spec, clip, "sketch", 0)
+    assert ctx.source.dataset == spec.suite.pretrain_eval != ctx.train.dataset
+    backbone = {id(p) for p in ctx.model.backbone_parameters()}
+    params = {n: p for n, p in ctx.model.named_parameters() if id(p) in backbone}
+    expected = {}
+    for data, split in (("source", ctx.source), ("target", ctx.train)):
+        raw = per_sample_gradient_means(ctx.model, params, split, ctx.preprocess, ("sq",), max_samples=16)["sq"]
+        expected[data] = _mean_one(raw)
+    assert EWC.Config().fisher_data == "source"
+    default, target = EWC(EWC.Config(fisher_samples=16)), EWC(EWC.Config(fisher_samples=16, fisher_data="target"))
+    default.prepare(ctx)
+    target.prepare(ctx)
+    assert set(default.fisher) == set(params)                          # the backbone, no head
+    for name in params:
+        torch.testing.assert_close(default.fisher[name], expected["source"][name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(target.fisher[name], expected["target"][name], rtol=1e-5, atol=1e-7)
+    # the two domains weight the weights differently: far from equal, not a rounding difference
+    a = torch.cat([default.fisher[n].reshape(-1) for n in params])
+    b = torch.cat([target.fisher[n].reshape(-1) for n in params])
+    assert float((a - b).abs().sum() / a.abs().sum()) > 0.5
+
+
+def test_ewc_rib_gradient_is_lambda_displacement_on_every_weight_head_included(clip):
+    """ImageNet-RIB's "EWC": Σ(θ − θ0)² unscaled (λ = 2), no Fisher; autograd of `value` = λ(θ − θ0)."""
+    from ribench.methods.ewc_rib import EWCRib
+
+    assert EWCRib.Config().lam == 2.0
+    ctx, instance, params, closed, auto = closed_form_and_autograd(clip, "ewc-rib[lam=0.3]")
+    pre = dict(ctx.pretrained.named_parameters())
+    names = {id(p): n for n, p in ctx.model.named_parameters()}
+    compared = 0
+    for p, g, a in zip(params, closed, auto):
+        torch.testing.assert_close(g, a, rtol=1e-5, atol=1e-10)
+        torch.testing.assert_close(g, 0.3 * (p.detach() - pre[names[id(p)]]), rtol=1e-6, atol=0)
+        compared += int(g.abs().sum() > 0)
+    assert compared == len(params) > 10
+    head = ctx.model.head.weight
+    assert torch.count_nonzero(head.grad) == head.numel()               # the head is penalised too
+    # the value is (λ/2)·Σ‖θ − θ0‖² over backbone and head
+    total = sum(float((p.detach() - pre[names[id(p)]]).double().pow(2).sum()) for p in params)
+    assert float(instance.value(ctx).detach()) == pytest.approx(0.15 * total, rel=1e-5)
 
 
 def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
@@ -315,5 +372,6 @@ def test_no_method_can_reach_a_test_split(clip, tiny_suite, monkeypatch):
     ft = changed_tensors(fit_method(clip, "ft")[0], clip.model)
     probe = changed_tensors(fit_method(clip, "lp[fit=lbfgs]")[0], clip.model)
     ingredients = {"ft": ft, "ewc": ft, "lwf": ft, "lp[fit=lbfgs]": probe}
-    for method in ("zeroshot", "lp", "vpt", "lora", "l2sp", "ewc", "lwf", "lpft", "wiseft", "soup", "flyp"):
+    for method in ("zeroshot", "lp", "vpt", "lora", "l2sp", "ewc", "ewc-rib", "lwf", "lpft", "wiseft", "soup",
+                   "flyp"):
         fit_method(clip, method, overrides=["epochs=1"], ingredients=ingredients)
