@@ -1,5 +1,6 @@
 """The ImageNet-RIB method suite: invariants from METHODS.md and which weights each method moves."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -272,6 +273,79 @@ def test_flyp_trains_both_towers_and_rebuilds_the_head(clip):
     assert any(k.startswith("clip.visual.") for k in changed)
     assert any(k.startswith("clip.transformer.") for k in changed)        # the text tower
     torch.testing.assert_close(model.head.weight, model.zeroshot_weights())
+
+
+def test_flyp_loss_with_distinct_captions_is_the_clip_loss():
+    from ribench.methods.flyp import contrastive_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = 5 * torch.randn(6, 6, generator=gen)
+    captions = torch.arange(6 * 4).view(6, 4)                  # six different token rows
+    target = torch.arange(6)
+    clip_loss = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                       + torch.nn.functional.cross_entropy(logits.T, target))
+    torch.testing.assert_close(contrastive_loss(logits, captions), clip_loss, rtol=1e-6, atol=0)
+
+
+def test_flyp_loss_treats_identical_captions_as_positives_by_hand():
+    """Rows 0 and 2 share a caption: each row's target is uniform over the equal-caption columns."""
+    import math
+
+    from ribench.methods.flyp import contrastive_loss
+
+    s = [[2.0, 0.5, 1.0, -1.0],
+         [0.0, 3.0, -0.5, 0.5],
+         [1.5, -1.0, 2.5, 0.0],
+         [0.2, 0.1, -0.3, 1.0]]
+    a, b, c = [7, 1, 1], [7, 2, 1], [8, 1, 1]
+    captions = torch.tensor([a, b, a, c])
+    positives = [[0, 2], [1], [0, 2], [3]]                      # columns equal to each row's caption
+
+    def soft_ce(rows):
+        total = 0.0
+        for i, row in enumerate(rows):
+            log_z = math.log(sum(math.exp(x) for x in row))
+            total += -sum((row[j] - log_z) / len(positives[i]) for j in positives[i])
+        return total / len(rows)
+
+    columns = [list(col) for col in zip(*s)]                   # sᵀ: text → image
+    expected = 0.5 * (soft_ce(s) + soft_ce(columns))
+    got = contrastive_loss(torch.tensor(s, dtype=torch.float64), captions)
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+    diagonal = 0.5 * (torch.nn.functional.cross_entropy(torch.tensor(s), torch.arange(4))
+                      + torch.nn.functional.cross_entropy(torch.tensor(s).T, torch.arange(4)))
+    assert abs(float(got) - float(diagonal)) > 0.05             # not CLIP's diagonal targets
+
+
+def test_flyp_compute_loss_uses_soft_targets_on_a_real_batch(clip):
+    """FLYP's loss on the tiny CLIP: two pairs with the very same caption share their target mass."""
+    from ribench.engine.context import Batch
+    from ribench.methods.flyp import FLYP
+    from ribench.run.spec import fit_context
+
+    spec = resolve("flyp", "rib-tiny", "mini-clip", datasets=["sketch"])
+    ctx = fit_context(spec, clip, "sketch", 0)
+    method = FLYP()
+    method.prepare(ctx)
+
+    class Fixed:                                               # the templates each image's caption uses
+        def integers(self, high, size):
+            return np.array([0, 0, 1, 0])[:size]
+
+    method.caption_rng = Fixed()
+    labels = torch.tensor([3, 3, 3, 5])                        # rows 0 and 1: class 3, template 0
+    x = ctx.preprocess(torch.from_numpy(ctx.train.images[:4]))
+    mask = torch.as_tensor(ctx.train.class_mask)
+    loss = method.compute_loss(ctx, Batch(x, labels, mask, ctx.model))
+    with torch.no_grad():
+        m = ctx.model.clip
+        tokens = method.tokens[labels, torch.tensor([0, 0, 1, 0])]
+        s = m.logit_scale.exp() * (torch.nn.functional.normalize(m.encode_image(x), dim=-1)
+                                   @ torch.nn.functional.normalize(m.encode_text(tokens), dim=-1).T)
+        s = s.double()
+    target = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]], dtype=torch.float64)
+    by_hand = 0.5 * (-(target * s.log_softmax(1)).sum(1).mean() - (target * s.T.log_softmax(1)).sum(1).mean())
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
 
 
 def test_lpft_starts_from_the_stored_probe(clip):
