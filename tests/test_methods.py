@@ -1,16 +1,23 @@
 """The ImageNet-RIB method suite: invariants from METHODS.md and which weights each method moves."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from ribench.engine.compose import method_class
+from ribench.engine.context import Batch
 
 from ribench.engine.settings import parse_spec
 from ribench.errors import ConfigError, RibenchError
+from ribench.methods.ewc import EWC
+from ribench.methods.ewc_rib import EWCRib
+from ribench.methods.flyp import FLYP, contrastive_loss
 from ribench.run.runner import execute
-from ribench.run.spec import resolve
+from ribench.run.spec import fit_context, resolve
 from ribench.store import Store
+from ribench.toolkit.gradients import per_sample_gradient_means
 from ribench.toolkit.weights import changed_tensors
 
 from helpers import changed_keys, closed_form_and_autograd, fit_method, state
@@ -122,10 +129,6 @@ def _mean_one(fisher):
 
 def test_ewc_fisher_is_estimated_on_the_pretraining_domain(clip):
     """F belongs to the task being protected: by default the source split's statistic, not the target's."""
-    from ribench.methods.ewc import EWC
-    from ribench.run.spec import fit_context
-    from ribench.toolkit.gradients import per_sample_gradient_means
-
     spec = resolve("ewc", "rib-tiny", "mini-clip", datasets=["sketch"])
     ctx = fit_context(spec, clip, "sketch", 0)
     assert ctx.source.dataset == spec.suite.pretrain_eval != ctx.train.dataset
@@ -151,8 +154,6 @@ def test_ewc_fisher_is_estimated_on_the_pretraining_domain(clip):
 
 def test_ewc_rib_gradient_is_lambda_displacement_on_every_weight_head_included(clip):
     """ImageNet-RIB's "EWC": Σ(θ − θ0)² unscaled (λ = 2), no Fisher; autograd of `value` = λ(θ − θ0)."""
-    from ribench.methods.ewc_rib import EWCRib
-
     assert EWCRib.Config().lam == 2.0
     ctx, instance, params, closed, auto = closed_form_and_autograd(clip, "ewc-rib[lam=0.3]")
     pre = dict(ctx.pretrained.named_parameters())
@@ -172,7 +173,6 @@ def test_ewc_rib_gradient_is_lambda_displacement_on_every_weight_head_included(c
 
 def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
     """vmap(grad) against a plain loop over single samples."""
-    from ribench.toolkit.gradients import per_sample_gradient_means
     from ribench.engine.trainer import position_labels
 
     model = clip.model
@@ -198,8 +198,6 @@ def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
 
 
 def test_lwf_penalty_is_zero_at_the_pretrained_model_and_matches_its_formula(clip):
-    from ribench.engine.context import Batch
-
     _, ctx, instance = fit_method(clip, "lwf[T=3,alpha=0.7]", overrides=["epochs=1"])
     split = ctx.train
     mask = torch.as_tensor(split.class_mask)
@@ -276,7 +274,6 @@ def test_flyp_trains_both_towers_and_rebuilds_the_head(clip):
 
 
 def test_flyp_loss_with_distinct_captions_is_the_clip_loss():
-    from ribench.methods.flyp import contrastive_loss
 
     gen = torch.Generator().manual_seed(0)
     logits = 5 * torch.randn(6, 6, generator=gen)
@@ -289,9 +286,6 @@ def test_flyp_loss_with_distinct_captions_is_the_clip_loss():
 
 def test_flyp_loss_treats_identical_captions_as_positives_by_hand():
     """Rows 0 and 2 share a caption: each row's target is uniform over the equal-caption columns."""
-    import math
-
-    from ribench.methods.flyp import contrastive_loss
 
     s = [[2.0, 0.5, 1.0, -1.0],
          [0.0, 3.0, -0.5, 0.5],
@@ -319,10 +313,6 @@ def test_flyp_loss_treats_identical_captions_as_positives_by_hand():
 
 def test_flyp_compute_loss_uses_soft_targets_on_a_real_batch(clip):
     """FLYP's loss on the tiny CLIP: two pairs with the very same caption share their target mass."""
-    from ribench.engine.context import Batch
-    from ribench.methods.flyp import FLYP
-    from ribench.run.spec import fit_context
-
     spec = resolve("flyp", "rib-tiny", "mini-clip", datasets=["sketch"])
     ctx = fit_context(spec, clip, "sketch", 0)
     method = FLYP()
