@@ -12,37 +12,52 @@ is g projected, by a trainable strength ω_ℓ ∈ [0, 1]:
 (⟨g̃, r⟩ = 0). As in the trainable projection methods TPGM and FTP, ω is a
 hyperparameter learned from one step to the next with its own optimizer.
 
-The exact rule implemented. At loop step t (weights θ_t, per layer
-r_t = θ_t − θ0, mini-batch task gradient g_t = ∇L(θ_t), lr η_t of the layer's
-group, k = t the number of hyper steps so far):
+The exact rule implemented (the paper's Algorithm 1, "Adam with Trainable
+Directional Gradient Projection", with the authors' normalisation). At loop step
+t (weights θ_t, per layer r_t = θ_t − θ0, mini-batch task gradient g_t = ∇L(θ_t),
+lr η_t of the layer's group, k the number of hyper steps taken so far):
 
-    1. hypergradient (t ≥ 1; the loss's derivative through the previous update)
-           h_t = ∂L(θ_t)/∂ω_ℓ ≈ ⟨g_t, ∂θ_t/∂ω_ℓ⟩ = η_{t−1}·c_{t−1}·⟨g_t, r_{t−1}⟩
-    2. Adam on ω (β1 0.9, β2 0.999, no ε: see below), then clip:
+    1. hypergradient (t ≥ 1), the loss's derivative through the previous update,
+       normalised to a cosine (Algorithm 1: "Normalization(α_{t−1}·g_{t,1}·g^proj_{t−1,1})"):
+           d_t = ∂θ_t/∂ω_ℓ = η_{t−1}·c_{t−1}·r_{t−1}
+           h_t = ⟨g_t, d_t⟩ / (‖g_t‖·‖d_t‖)      (0 when g_t = 0 or d_t = 0)
+               = sign(η_{t−1}·c_{t−1})·cos(g_t, r_{t−1})   (how it is computed)
+    2. Adam on ω (β1 0.9, β2 0.999, ε 1e-8, k ← k + 1), then clip to [0, 1]
+       (Algorithm 1: "ω_t ← max(0, min(1, AdamUpdate(ω_{t−1}, ∇ω_t, μ, t)))"):
            m ← β1·m + (1 − β1)·h_t,   v ← β2·v + (1 − β2)·h_t²
-           ω_ℓ ← clip(ω_ℓ − μ·(m/(1 − β1^k)) / sqrt(v/(1 − β2^k)), 0, 1)
+           ω_ℓ ← clip(ω_ℓ − μ·(m/(1 − β1^k)) / (sqrt(v/(1 − β2^k)) + ε), 0, 1)
     3. c_t = ⟨g_t, r_t⟩/‖r_t‖² if ⟨g_t, r_t⟩ < 0, else 0
     4. g̃_t = g_t − ω_ℓ·c_t·r_t               → written to p.grad
     5. the protocol's optimizer steps with g̃_t. For SGD with momentum,
            b_t = β·b_{t−1} + g̃_t,   θ_{t+1} = θ_t − η_t·b_t,
        so ∂θ_{t+1}/∂ω_ℓ = η_t·c_t·r_t holding b_{t−1} fixed (the one-step,
        greedy hypergradient of FTP / hypergradient descent: the momentum
-       carried from earlier steps is treated as independent of ω). For AdamW
-       the same expression is used and Adam's preconditioner is ignored.
+       carried from earlier steps is treated as independent of ω). For Adam
+       (the paper's optimizer) the same expression is used and Adam's
+       preconditioner is ignored, as Algorithm 1 does (its ∂θ/∂ω is α·g^proj).
 
-Choices where the paper (ribench was written from its abstract alone) leaves room:
+Why the cosine. The raw hypergradient ⟨g_t, d_t⟩ carries the factor
+η·‖g‖·‖r‖, which changes by orders of magnitude over a run (r starts at 0, the
+schedule takes η to 0). Adam's second moment is then dominated by the largest
+past values, and the steps where h is small barely move ω whatever their sign
+(issue 15: on rib-mini the raw version left ω near its floor 0). The cosine
+keeps every hypergradient in [−1, 1], so Adam averages directions, not
+magnitudes, as the authors' code does (`F.normalize(grad) · F.normalize(correction)`;
+FTP's hypergradient, taken through its ratio γ/‖c‖, is likewise divided by the
+norm of the displacement it projects), and the standard ε is harmless.
 
-- ω0 = 0 and μ = 5e-2 with Adam as the hyper-optimizer: the values in the
-  DiGraP authors' development code (its "TPCGrad" strength starts at 0 and
-  is Adam-updated with μ = 5e-2). TPGM and FTP instead start their projection
-  radius at the tightest value (TPGM: half the smallest norm; FTP: γ = 1e-8)
-  and relax it with Adam (FTP: μ = 1e-2); `omega_init=1` gives that style
-  here (start fully projected, let the hypergradient relax it).
-- Adam without ε: the hypergradient carries the factor η·‖g‖², so its scale
-  differs by orders of magnitude between layers and over the schedule; a fixed
-  ε (1e-8) would swamp small layers. Without ε the step is scale-free (the
-  first step moves ω by exactly μ against the sign of h); a layer whose
-  hypergradients have all been 0 does not move. The ω state is float64.
+Choices where the paper leaves room (ribench's papers folder holds its abstract;
+Algorithm 1 is quoted from the arXiv version, 2502.15895):
+
+- ω0 = 0 (Algorithm 1: "if t = 1 then ω_t ← 0") and μ = 1e-2 (FTP's μ for
+  its Adam-updated constraints; the authors' development code used values from
+  1e-3 to 10). `omega_init=1` starts fully projected, TPGM/FTP style (their
+  constraints start at the tightest value and relax).
+- The derivative is gated by the conflict: when the previous step did not
+  project a layer (c_{t−1} = 0), ω had no effect on θ_t and h_t = 0. The
+  authors' code normalises the projection term whether or not it was applied.
+- Adam's bias correction counts hyper steps (the first one moves ω by
+  μ·|h|/(|h| + ε) ≈ μ against the sign of h); ω and its moments are float64.
 - The hypergradient uses the raw task gradient g_t (the loss being minimized),
   as FTP does; weight decay (from the protocol) is added by the optimizer after
   the projection and is not projected.
@@ -66,8 +81,9 @@ from ribench.errors import ConfigError
 from ribench.toolkit.layers import image_parameters
 from ribench.engine.context import FitContext
 from ribench.engine.method import Method
+from ribench.engine.recipe import Recipe
 
-BETA1, BETA2 = 0.9, 0.999
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
 
 class _State:
@@ -91,13 +107,19 @@ def _dots(a, b) -> torch.Tensor:
     return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)])
 
 
+def _cosines(a, b) -> torch.Tensor:
+    """⟨a, b⟩ / (‖a‖·‖b‖) per layer, in float64; 0 where either is 0."""
+    dots = _dots(a, b).double()
+    norms = (_dots(a, a).double() * _dots(b, b).double()).sqrt()
+    return torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(dots))
+
+
 def _adam_step(omega, m, v, h, k: int, mu: float):
-    """One clipped Adam step on ω (no ε); returns (ω, m, v)."""
+    """One clipped Adam step on ω (step 2); returns (ω, m, v)."""
     m = BETA1 * m + (1 - BETA1) * h
     v = BETA2 * v + (1 - BETA2) * h * h
     m_hat, v_hat = m / (1 - BETA1 ** k), v / (1 - BETA2 ** k)
-    step = torch.where(v_hat > 0, m_hat / v_hat.sqrt().clamp_min(1e-300), torch.zeros_like(m_hat))
-    return (omega - mu * step).clamp(0.0, 1.0), m, v
+    return (omega - mu * m_hat / (v_hat.sqrt() + EPS)).clamp(0.0, 1.0), m, v
 
 
 def _check(config):
@@ -112,11 +134,15 @@ class DiGraP(Method):
     name = "digrap"
     description = "DiGraP: project conflicting gradients off θ − θ0 per layer, trainable strength ω"
     paper = "https://arxiv.org/abs/2502.15895"
+    recipe = Recipe(optimizer="adamw", lr=1e-4, weight_decay=0.0,
+                    source="Huang et al. 2025, Algorithm 1 (Adam; no weight decay: the projection is the "
+                           "regulariser); lr 1e-4: FTP's Adam recipe on DomainNet (Tian et al. 2023, code "
+                           "README), the benchmark of DiGraP Sec. 4.1")
 
     @dataclass
     class Config:
-        omega_init: float = 0.0      # ω0 (authors' code: 0; 1 = start fully projected, TPGM/FTP style)
-        mu: float = 5e-2             # Adam learning rate of ω (authors' code: 5e-2; FTP: 1e-2)
+        omega_init: float = 0.0      # ω0 (Algorithm 1: 0; 1 = start fully projected, TPGM/FTP style)
+        mu: float = 1e-2             # Adam learning rate of ω (FTP: 1e-2)
         learn_omega: bool = True     # False: ω stays at omega_init
         project_head: bool = True    # the head is pretrained here, so θ0 means something
 
@@ -162,7 +188,8 @@ class DiGraP(Method):
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in st.params]
         r = torch._foreach_sub(st.params, st.anchors)                              # r_t = θ_t − θ0
         if self.config.learn_omega and st.prev_r is not None:
-            h = _dots(grads, st.prev_r).double() * st.prev_scale                   # step 1
+            # step 1: h_t = cos(g_t, d_t), d_t = η_{t−1}c_{t−1}·r_{t−1}, i.e. sign(η_{t−1}c_{t−1})·cos(g_t, r_{t−1})
+            h = torch.sign(st.prev_scale) * _cosines(grads, st.prev_r)
             st.k += 1
             st.omega, st.m, st.v = _adam_step(st.omega, st.m, st.v, h, st.k, self.config.mu)   # step 2
         dots = _dots(grads, r)

@@ -5,13 +5,19 @@ objective, the symmetric contrastive loss over a batch of (image, caption)
 pairs, the caption a prompt template filled with the label's class name:
 
     s_ij = exp(t)·⟨f(x_i), g(c_j)⟩ (unit-norm embeddings)
-    L = ½·[ CE(s, diag) + CE(sᵀ, diag) ]
+    L = ½·[ CE(s, P) + CE(sᵀ, P) ],   P_ij = [c_i = c_j] / Σ_k [c_i = c_k]
+
+Identical captions are positives, as in the pretraining: the target of row i
+is uniform over the columns whose caption equals c_i (P = I when all captions
+differ, CLIP's diagonal). FLYP's batches of ImageNet's 1000 classes rarely
+repeat a caption; on rib-mini (10 classes, 6 templates) about two rows in three
+of a batch of 64 share their caption with another pair, and diagonal targets
+would push an image away from its own caption wherever it is another pair's.
+P is symmetric, so the same P serves image→text and text→image.
 
 Each sample's template is drawn from the suite's templates with the cell's
 seed. Evaluation uses a zero-shot head rebuilt from the fine-tuned text
-tower. The paper uses AdamW with weight decay 0.1; ribench keeps the suite's
-protocol so rows stay comparable (`--set optimizer=adamw weight_decay=0.1`
-gives the paper's optimizer).
+tower. Recipe: the paper's AdamW, lr 1e-5, weight decay 0.1.
 """
 
 from dataclasses import dataclass
@@ -24,6 +30,14 @@ import torch.nn.functional as F
 
 from ribench.errors import ConfigError
 from ribench.engine.method import Method, ParamGroup
+from ribench.engine.recipe import Recipe
+
+
+def contrastive_loss(logits: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+    """½·[CE(s, P) + CE(sᵀ, P)], P_ij uniform over the columns j whose caption (token row) equals row i's."""
+    same = (captions[:, None, :] == captions[None, :, :]).all(-1).to(logits.dtype)
+    target = same / same.sum(1, keepdim=True)          # P; symmetric, so Pᵀ = P for text → image
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 class FLYP(Method):
@@ -31,6 +45,8 @@ class FLYP(Method):
     description = "FLYP: contrastive fine-tuning of both CLIP towers on class-name captions"
     paper = "https://arxiv.org/abs/2212.00638"
     requires_text_tower = True
+    recipe = Recipe(optimizer="adamw", lr=1e-5, weight_decay=0.1,
+                    source="Goyal et al. 2023 (FLYP), ImageNet fine-tuning: AdamW, lr 1e-5, weight decay 0.1")
 
     @dataclass
     class Config:
@@ -62,8 +78,7 @@ class FLYP(Method):
         image = F.normalize(clip.encode_image(batch.images), dim=-1)
         text = F.normalize(clip.encode_text(captions), dim=-1)
         logits = (clip.logit_scale.exp() * image @ text.T).float()
-        target = torch.arange(len(logits), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return contrastive_loss(logits, captions)
 
     @torch.no_grad()
     def after_step(self, ctx):

@@ -22,6 +22,7 @@ METHODS.register("vpt", "ribench.methods.vpt:VisualPrompt", aliases=["visual-pro
 METHODS.register("lora", "ribench.methods.lora:LoRA")
 METHODS.register("l2sp", "ribench.methods.l2sp:L2SP", aliases=["l2-sp"])
 METHODS.register("ewc", "ribench.methods.ewc:EWC")
+METHODS.register("ewc-rib", "ribench.methods.ewc_rib:EWCRib")
 METHODS.register("lwf", "ribench.methods.lwf:LwF", aliases=["learning-without-forgetting"])
 METHODS.register("lpft", "ribench.methods.lpft:LPFT", aliases=["lp-ft"], needs=["lp[fit=lbfgs]"])
 METHODS.register("wiseft", "ribench.methods.wiseft:WiSEFT", aliases=["wise-ft", "wise"], needs=["ft"])

@@ -100,8 +100,9 @@ def test_full_projection_is_orthogonal_to_the_displacement_in_float64():
 def test_hypergradient_updates_omega_as_computed_by_hand():
     """Three steps of the loop on the tiny model: ω_ℓ after steps 1 and 2 from a hand computation.
 
-    h_t = η_{t−1}·c_{t−1}·⟨g_t, r_{t−1}⟩; Adam (β 0.9/0.999, no ε) then clip to [0, 1]. The lr
-    changes every step, as a schedule does (set after after_backward, as the loop does).
+    h_t = cos(g_t, η_{t−1}·c_{t−1}·r_{t−1}) (the normalised ⟨g_t, ∂θ_t/∂ω⟩); Adam (β 0.9/0.999, ε 1e-8)
+    then clip to [0, 1]. The lr changes every step, as a schedule does (set after after_backward,
+    as the loop does).
     """
     mu, lr, omega0 = 0.1, 0.1, 0.5
     lrs = [0.1, 0.03, 0.05]
@@ -118,6 +119,10 @@ def test_hypergradient_updates_omega_as_computed_by_hand():
     def dot(a, b):
         return sum(x * y for x, y in zip(a, b))
 
+    def cosine(a, b):
+        norms = math.sqrt(dot(a, a) * dot(b, b))
+        return dot(a, b) / norms if norms > 0 else 0.0
+
     def r_now():
         return ([x - y for x, y in zip(_flat(ctx.model.body.weight), body0)],
                 [x - y for x, y in zip(_flat(ctx.model.head.weight), head0)])
@@ -125,7 +130,7 @@ def test_hypergradient_updates_omega_as_computed_by_hand():
     _set(ctx, [a + b for a, b in zip(body0, body_r0)], [a + b for a, b in zip(head0, head_r0)], *grads[0])
     omega = [omega0, omega0]
     m, v = [0.0, 0.0], [0.0, 0.0]
-    expected = []
+    expected, hypergradients = [], []
     prev = None
     for t, (g_body, g_head) in enumerate(grads):
         if t:
@@ -134,14 +139,17 @@ def test_hypergradient_updates_omega_as_computed_by_hand():
         r = r_now()
         g = (g_body, g_head)
         if prev is not None:                       # the hand computation of steps 1–2
+            hs = []
             for i in range(2):
-                h = lrs[t - 1] * prev[1][i] * dot(g[i], prev[0][i])
+                d = [lrs[t - 1] * prev[1][i] * x for x in prev[0][i]]          # ∂θ_t/∂ω = η_{t−1}c_{t−1}r_{t−1}
+                h = cosine(g[i], d)
+                hs.append(h)
                 m[i] = 0.9 * m[i] + 0.1 * h
                 v[i] = 0.999 * v[i] + 0.001 * h * h
                 m_hat, v_hat = m[i] / (1 - 0.9 ** t), v[i] / (1 - 0.999 ** t)
-                step = m_hat / math.sqrt(v_hat) if v_hat > 0 else 0.0
-                omega[i] = min(1.0, max(0.0, omega[i] - mu * step))
+                omega[i] = min(1.0, max(0.0, omega[i] - mu * m_hat / (math.sqrt(v_hat) + 1e-8)))
             expected.append(list(omega))
+            hypergradients.append(hs)
         c = [dot(g[i], r[i]) / dot(r[i], r[i]) if dot(g[i], r[i]) < 0 else 0.0 for i in range(2)]
         prev = (r, c)
         method.after_backward(ctx)
@@ -154,11 +162,35 @@ def test_hypergradient_updates_omega_as_computed_by_hand():
             group["lr"] = lrs[t]
         ctx.optimizer.step()
         method.after_step(ctx)
-    # body: projected at step 0 and g1 still conflicts with r0, so h1 > 0: ω drops by exactly μ
-    # (Adam's first step). head: no projection at step 0 (h1 = 0, ω stays), projected at step 1
-    # while g2 points back along r1 (h2 < 0): ω rises.
-    assert expected[0] == pytest.approx([omega0 - mu, omega0])
+    # body: projected at step 0 and g1 still conflicts with r0: d1 ∝ −r0, so h1 = −cos(g1, r0) > 0
+    # and Adam's first step lowers ω by μ·|h|/(|h| + ε) ≈ μ. head: no projection at step 0
+    # (d1 = 0, h1 = 0, ω stays), projected at step 1 while g2 points back along r1 (h2 < 0): ω rises.
+    assert hypergradients[0][0] == pytest.approx(-cosine(grads[1][0], body_r0)) and hypergradients[0][0] > 0
+    assert hypergradients[0][1] == 0.0 and hypergradients[1][1] < 0
+    assert all(-1.0 <= h <= 1.0 for hs in hypergradients for h in hs)      # normalised: a cosine
+    assert expected[0] == pytest.approx([omega0 - mu, omega0], rel=1e-6)
     assert expected[1][0] != expected[0][0] and expected[1][1] > omega0
+
+
+def test_the_step_on_omega_does_not_depend_on_the_gradient_scale():
+    """The cosine makes ω's update scale-free: g and 1000·g (a loss 1000× larger) give the same ω."""
+    omegas = []
+    for scale in (1.0, 1000.0):
+        ctx, method = _tiny_ctx(DiGraP.Config(omega_init=0.5, mu=0.1), lr=0.1, momentum=0.0)
+        body0, head0 = _flat(ctx.pretrained.body.weight), _flat(ctx.pretrained.head.weight)
+        _set(ctx, [a + b for a, b in zip(body0, [1, 0, 2] + [0] * 6)], [a + b for a, b in zip(head0, [1] * 6)],
+             [scale * x for x in [-1, 3, 0] + [0] * 6], [scale * x for x in [-1, -1, 0, 0, 0, 0]])
+        method.after_backward(ctx)
+        for group in ctx.optimizer.param_groups:
+            group["lr"] = 0.1 / scale                    # the same weight step: only the gradient's scale differs
+        ctx.optimizer.step()
+        method.after_step(ctx)
+        ctx.model.body.weight.grad = scale * torch.tensor([-2.0, 1, 0] + [0] * 6, dtype=torch.float64).view(3, 3)
+        ctx.model.head.weight.grad = scale * torch.tensor([1.0, 1, 0, 0, 0, 0], dtype=torch.float64).view(2, 3)
+        method.after_backward(ctx)
+        omegas.append(method.projection.omega.tolist())
+    assert omegas[0] == pytest.approx(omegas[1], abs=1e-12)
+    assert omegas[0][0] < 0.5 < omegas[0][1]                 # body: still conflicting; head: points back
 
 
 def test_config_is_checked(tiny_suite):
@@ -166,7 +198,7 @@ def test_config_is_checked(tiny_suite):
         resolve("digrap[omega_init=1.5]", "rib-tiny", "mini-clip")
     with pytest.raises(ConfigError, match="mu"):
         DiGraP(DiGraP.Config(mu=-1.0))
-    assert DiGraP.defaults() == {"omega_init": 0.0, "mu": 5e-2, "learn_omega": True, "project_head": True}
+    assert DiGraP.defaults() == {"omega_init": 0.0, "mu": 1e-2, "learn_omega": True, "project_head": True}
 
 
 # ---- invariants on the tiny suite --------------------------------------------------------
@@ -192,6 +224,9 @@ def test_training_moves_the_weights_ft_moves_and_keeps_omega_in_range(pretrains,
     learned = method.learned(ctx)["omega"]                          # what the cell stores in its details
     assert set(learned) == set(method.projection.names) and learned == method.omega
     assert any(n.startswith("head.") for n in learned)             # the head is projected by default
+    # from ω0 = 0 the normalised hypergradient lifts ω off its floor within one epoch (5 steps)
+    assert method.config.omega_init == 0.0
+    assert sum(w > 0 for w in learned.values()) >= 5, learned
     # fully projected from the start: weights differ from ft, ω relaxes but stays in [0, 1]
     model1, ctx1, method1 = fit_method(pretrained, "digrap[omega_init=1]", overrides=EPOCH)
     assert not all(torch.equal(v, model1.state_dict()[k]) for k, v in state(ft).items())

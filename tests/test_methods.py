@@ -1,15 +1,23 @@
 """The ImageNet-RIB method suite: invariants from METHODS.md and which weights each method moves."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from ribench.engine.compose import method_class
+from ribench.engine.context import Batch
 
 from ribench.engine.settings import parse_spec
 from ribench.errors import ConfigError, RibenchError
+from ribench.methods.ewc import EWC
+from ribench.methods.ewc_rib import EWCRib
+from ribench.methods.flyp import FLYP, contrastive_loss
 from ribench.run.runner import execute
-from ribench.run.spec import resolve
+from ribench.run.spec import fit_context, resolve
 from ribench.store import Store
+from ribench.toolkit.gradients import per_sample_gradient_means
 from ribench.toolkit.weights import changed_tensors
 
 from helpers import changed_keys, closed_form_and_autograd, fit_method, state
@@ -71,14 +79,15 @@ def test_flyp_refuses_a_pretrain_without_text_tower_before_any_work(tiny_suite):
 
 # ---- invariants: penalties at zero strength are ft --------------------------------------
 
-@pytest.mark.parametrize("method", ["l2sp[lam=0]", "ewc[lam=0]", "lwf[alpha=0]", "l2sp+lwf[lam=0,alpha=0]"])
+@pytest.mark.parametrize("method", ["l2sp[lam=0]", "ewc[lam=0]", "ewc-rib[lam=0]", "lwf[alpha=0]",
+                                    "l2sp+lwf[lam=0,alpha=0]"])
 def test_zero_strength_penalties_give_ft_weights(clip, ft_clip, method):
     model, _, _ = fit_method(clip, method)
     after = model.state_dict()
     assert all(torch.equal(ft_clip[k], after[k]) for k in ft_clip)
 
 
-@pytest.mark.parametrize("method", ["l2sp[lam=1]", "ewc[lam=100]", "lwf"])
+@pytest.mark.parametrize("method", ["l2sp[lam=1]", "ewc[lam=100]", "ewc-rib", "lwf"])
 def test_penalties_move_the_same_weights_as_ft_but_differently(clip, ft_clip, method):
     before = state(clip.model)
     model, _, _ = fit_method(clip, method)
@@ -112,9 +121,58 @@ def test_ewc_closed_form_is_lambda_fisher_times_displacement(clip):
     assert float(total) == pytest.approx(1.0, rel=1e-6)
 
 
+def _mean_one(fisher):
+    total = sum(f.double().sum() for f in fisher.values())
+    count = sum(f.numel() for f in fisher.values())
+    return {n: f * float(count / total) for n, f in fisher.items()}
+
+
+def test_ewc_fisher_is_estimated_on_the_pretraining_domain(clip):
+    """F belongs to the task being protected: by default the source split's statistic, not the target's."""
+    spec = resolve("ewc", "rib-tiny", "mini-clip", datasets=["sketch"])
+    ctx = fit_context(spec, clip, "sketch", 0)
+    assert ctx.source.dataset == spec.suite.pretrain_eval != ctx.train.dataset
+    backbone = {id(p) for p in ctx.model.backbone_parameters()}
+    params = {n: p for n, p in ctx.model.named_parameters() if id(p) in backbone}
+    expected = {}
+    for data, split in (("source", ctx.source), ("target", ctx.train)):
+        raw = per_sample_gradient_means(ctx.model, params, split, ctx.preprocess, ("sq",), max_samples=16)["sq"]
+        expected[data] = _mean_one(raw)
+    assert EWC.Config().fisher_data == "source"
+    default, target = EWC(EWC.Config(fisher_samples=16)), EWC(EWC.Config(fisher_samples=16, fisher_data="target"))
+    default.prepare(ctx)
+    target.prepare(ctx)
+    assert set(default.fisher) == set(params)                          # the backbone, no head
+    for name in params:
+        torch.testing.assert_close(default.fisher[name], expected["source"][name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(target.fisher[name], expected["target"][name], rtol=1e-5, atol=1e-7)
+    # the two domains weight the weights differently: far from equal, not a rounding difference
+    a = torch.cat([default.fisher[n].reshape(-1) for n in params])
+    b = torch.cat([target.fisher[n].reshape(-1) for n in params])
+    assert float((a - b).abs().sum() / a.abs().sum()) > 0.5
+
+
+def test_ewc_rib_gradient_is_lambda_displacement_on_every_weight_head_included(clip):
+    """ImageNet-RIB's "EWC": Σ(θ − θ0)² unscaled (λ = 2), no Fisher; autograd of `value` = λ(θ − θ0)."""
+    assert EWCRib.Config().lam == 2.0
+    ctx, instance, params, closed, auto = closed_form_and_autograd(clip, "ewc-rib[lam=0.3]")
+    pre = dict(ctx.pretrained.named_parameters())
+    names = {id(p): n for n, p in ctx.model.named_parameters()}
+    compared = 0
+    for p, g, a in zip(params, closed, auto):
+        torch.testing.assert_close(g, a, rtol=1e-5, atol=1e-10)
+        torch.testing.assert_close(g, 0.3 * (p.detach() - pre[names[id(p)]]), rtol=1e-6, atol=0)
+        compared += int(g.abs().sum() > 0)
+    assert compared == len(params) > 10
+    head = ctx.model.head.weight
+    assert torch.count_nonzero(head.grad) == head.numel()               # the head is penalised too
+    # the value is (λ/2)·Σ‖θ − θ0‖² over backbone and head
+    total = sum(float((p.detach() - pre[names[id(p)]]).double().pow(2).sum()) for p in params)
+    assert float(instance.value(ctx).detach()) == pytest.approx(0.15 * total, rel=1e-5)
+
+
 def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
     """vmap(grad) against a plain loop over single samples."""
-    from ribench.toolkit.gradients import per_sample_gradient_means
     from ribench.engine.trainer import position_labels
 
     model = clip.model
@@ -140,8 +198,6 @@ def test_fisher_is_the_mean_of_squared_per_sample_gradients(clip, tiny_suite):
 
 
 def test_lwf_penalty_is_zero_at_the_pretrained_model_and_matches_its_formula(clip):
-    from ribench.engine.context import Batch
-
     _, ctx, instance = fit_method(clip, "lwf[T=3,alpha=0.7]", overrides=["epochs=1"])
     split = ctx.train
     mask = torch.as_tensor(split.class_mask)
@@ -215,6 +271,71 @@ def test_flyp_trains_both_towers_and_rebuilds_the_head(clip):
     assert any(k.startswith("clip.visual.") for k in changed)
     assert any(k.startswith("clip.transformer.") for k in changed)        # the text tower
     torch.testing.assert_close(model.head.weight, model.zeroshot_weights())
+
+
+def test_flyp_loss_with_distinct_captions_is_the_clip_loss():
+
+    gen = torch.Generator().manual_seed(0)
+    logits = 5 * torch.randn(6, 6, generator=gen)
+    captions = torch.arange(6 * 4).view(6, 4)                  # six different token rows
+    target = torch.arange(6)
+    clip_loss = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                       + torch.nn.functional.cross_entropy(logits.T, target))
+    torch.testing.assert_close(contrastive_loss(logits, captions), clip_loss, rtol=1e-6, atol=0)
+
+
+def test_flyp_loss_treats_identical_captions_as_positives_by_hand():
+    """Rows 0 and 2 share a caption: each row's target is uniform over the equal-caption columns."""
+
+    s = [[2.0, 0.5, 1.0, -1.0],
+         [0.0, 3.0, -0.5, 0.5],
+         [1.5, -1.0, 2.5, 0.0],
+         [0.2, 0.1, -0.3, 1.0]]
+    a, b, c = [7, 1, 1], [7, 2, 1], [8, 1, 1]
+    captions = torch.tensor([a, b, a, c])
+    positives = [[0, 2], [1], [0, 2], [3]]                      # columns equal to each row's caption
+
+    def soft_ce(rows):
+        total = 0.0
+        for i, row in enumerate(rows):
+            log_z = math.log(sum(math.exp(x) for x in row))
+            total += -sum((row[j] - log_z) / len(positives[i]) for j in positives[i])
+        return total / len(rows)
+
+    columns = [list(col) for col in zip(*s)]                   # sᵀ: text → image
+    expected = 0.5 * (soft_ce(s) + soft_ce(columns))
+    got = contrastive_loss(torch.tensor(s, dtype=torch.float64), captions)
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+    diagonal = 0.5 * (torch.nn.functional.cross_entropy(torch.tensor(s), torch.arange(4))
+                      + torch.nn.functional.cross_entropy(torch.tensor(s).T, torch.arange(4)))
+    assert abs(float(got) - float(diagonal)) > 0.05             # not CLIP's diagonal targets
+
+
+def test_flyp_compute_loss_uses_soft_targets_on_a_real_batch(clip):
+    """FLYP's loss on the tiny CLIP: two pairs with the very same caption share their target mass."""
+    spec = resolve("flyp", "rib-tiny", "mini-clip", datasets=["sketch"])
+    ctx = fit_context(spec, clip, "sketch", 0)
+    method = FLYP()
+    method.prepare(ctx)
+
+    class Fixed:                                               # the templates each image's caption uses
+        def integers(self, high, size):
+            return np.array([0, 0, 1, 0])[:size]
+
+    method.caption_rng = Fixed()
+    labels = torch.tensor([3, 3, 3, 5])                        # rows 0 and 1: class 3, template 0
+    x = ctx.preprocess(torch.from_numpy(ctx.train.images[:4]))
+    mask = torch.as_tensor(ctx.train.class_mask)
+    loss = method.compute_loss(ctx, Batch(x, labels, mask, ctx.model))
+    with torch.no_grad():
+        m = ctx.model.clip
+        tokens = method.tokens[labels, torch.tensor([0, 0, 1, 0])]
+        s = m.logit_scale.exp() * (torch.nn.functional.normalize(m.encode_image(x), dim=-1)
+                                   @ torch.nn.functional.normalize(m.encode_text(tokens), dim=-1).T)
+        s = s.double()
+    target = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]], dtype=torch.float64)
+    by_hand = 0.5 * (-(target * s.log_softmax(1)).sum(1).mean() - (target * s.T.log_softmax(1)).sum(1).mean())
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-5)
 
 
 def test_lpft_starts_from_the_stored_probe(clip):
@@ -315,5 +436,6 @@ def test_no_method_can_reach_a_test_split(clip, tiny_suite, monkeypatch):
     ft = changed_tensors(fit_method(clip, "ft")[0], clip.model)
     probe = changed_tensors(fit_method(clip, "lp[fit=lbfgs]")[0], clip.model)
     ingredients = {"ft": ft, "ewc": ft, "lwf": ft, "lp[fit=lbfgs]": probe}
-    for method in ("zeroshot", "lp", "vpt", "lora", "l2sp", "ewc", "lwf", "lpft", "wiseft", "soup", "flyp"):
+    for method in ("zeroshot", "lp", "vpt", "lora", "l2sp", "ewc", "ewc-rib", "lwf", "lpft", "wiseft", "soup",
+                   "flyp"):
         fit_method(clip, method, overrides=["epochs=1"], ingredients=ingredients)

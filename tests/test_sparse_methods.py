@@ -14,11 +14,11 @@ from ribench.errors import ConfigError
 from ribench.data.features import cached_features
 from ribench.toolkit.gradients import per_sample_gradient_means
 from ribench.toolkit.layers import cohorts, image_parameters
-from ribench.engine.context import FitContext
+from ribench.engine.context import Batch, FitContext
 from ribench.methods.ft import FineTune
 from ribench.methods.imp_reg import ImportanceReg
 from ribench.methods._importance import importance, normalise, prediction_entropy
-from ribench.methods.saft import mean_gradient
+from ribench.methods.saft import SAFT, mean_gradient, text_head
 from ribench.run.runner import execute
 from ribench.run.spec import resolve
 from ribench.toolkit.sparse import SparseParameters, mask_size, optimizer_state_bytes, top_entries
@@ -56,7 +56,8 @@ def _fit(pretrained, instance, overrides=(), seed=0):
 
 # ---- full masks and zero strength are ft -----------------------------------------------------
 
-@pytest.mark.parametrize("method", ["saft[alpha=1]", "imp-select[k=1.0,samples=8]", "imp-reg[lam=0,samples=8]"])
+@pytest.mark.parametrize("method", ["saft[alpha=1,towers=image]", "imp-select[k=1.0,samples=8]",
+                                    "imp-reg[lam=0,samples=8]"])
 def test_full_masks_and_zero_strength_give_ft_weights_bit_for_bit(clip, ft_clip, method):
     model, ctx, _ = fit_method(clip, method)
     after = model.state_dict()
@@ -68,7 +69,7 @@ def test_full_masks_and_zero_strength_give_ft_weights_bit_for_bit(clip, ft_clip,
 # ---- which entries the sparse methods move ---------------------------------------------------
 
 @pytest.mark.parametrize("which", ["clip", "sup"])
-@pytest.mark.parametrize("method, fraction", [("saft", 0.001), ("imp-select[samples=16]", 0.1)])
+@pytest.mark.parametrize("method, fraction", [("saft[towers=image]", 0.001), ("imp-select[samples=16]", 0.1)])
 def test_sparse_methods_change_exactly_the_masked_entries(clip, sup, which, method, fraction):
     pretrained = {"clip": clip, "sup": sup}[which]
     before = state(pretrained.model)
@@ -90,7 +91,7 @@ def test_sparse_methods_change_exactly_the_masked_entries(clip, sup, which, meth
 
 
 def test_saft_mask_is_the_top_of_the_mean_gradient_magnitude(clip):
-    ctx, instance = _context(clip, "saft")
+    ctx, instance = _context(clip, "saft[towers=image]")
     w = mean_gradient(ctx)
     instance.prepare(ctx)
     sparse = ctx.state["sparse"]
@@ -98,6 +99,91 @@ def test_saft_mask_is_the_top_of_the_mean_gradient_magnitude(clip):
     inside = torch.cat([w[n].abs()[sparse.mask(n, p)] for n, p in params.items()])
     outside = torch.cat([w[n].abs()[~sparse.mask(n, p)] for n, p in params.items()])
     assert inside.numel() == 465 and inside.min() >= outside.max()
+
+
+def _text_tower(model):
+    return {n for n, p in model.named_parameters()
+            if id(p) in {id(q) for q in model.text_parameters()} and n != "clip.logit_scale"}
+
+
+def _both_towers(model):
+    text = _text_tower(model)
+    return {n: p for n, p in model.named_parameters()
+            if n in text or (n in image_parameters(model) and n != "head.weight")}
+
+
+def test_saft_ranks_both_clip_towers_through_the_text_head(clip, tiny_suite):
+    """towers=both (default): D = image + text tower, w = autograd of Eq. 2 with the head built by the
+    text tower from every template; the mask is the top ⌊αD⌋ of |w| and holds text-tower weights."""
+    assert SAFT.Config().towers == "both"
+    ctx, instance = _context(clip, "saft")
+    model, split = ctx.model, ctx.train
+    params = _both_towers(model)
+    total = sum(p.numel() for p in params.values())
+    assert total == sum(p.numel() for p in model.clip.parameters()) - 1           # all but the logit scale
+    # Eq. 2 by plain autograd, through the differentiable zero-shot head, one pass over the split
+    model.eval()
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in params)
+    names = [ctx.class_names[c] for c in split.class_mask]
+    tokens = model.tokenizer([t.format(n) for n in names for t in ctx.templates]).view(len(names), len(ctx.templates), -1)
+    x = clip.preprocess(torch.from_numpy(split.images))
+    y = torch.from_numpy(position_labels(split.labels, split.class_mask))
+    head = text_head(model.clip, tokens)
+    torch.testing.assert_close(head, model.head.weight[torch.as_tensor(split.class_mask)])   # the zero-shot head
+    loss = torch.nn.functional.cross_entropy(model.features(x) @ head.T, y)
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    for n, p in model.named_parameters():
+        p.requires_grad_(flags[n])
+    model.train()
+    instance.prepare(ctx)
+    sparse = ctx.state["sparse"]
+    assert ctx.state["sparse_total"] == total
+    assert sparse.count() == total // 1000 == 572                                  # ⌊αD⌋ over both towers
+    scores = instance.scores(ctx)
+    for n in params:
+        scale = float(grads[n].abs().max())
+        torch.testing.assert_close(scores[n], grads[n].abs(), rtol=1e-4, atol=1e-5 * scale + 1e-9)
+    inside = torch.cat([grads[n].abs()[sparse.mask(n, p)] for n, p in params.items()])
+    outside = torch.cat([grads[n].abs()[~sparse.mask(n, p)] for n, p in params.items()])
+    assert inside.numel() == 572 and inside.min() >= outside.max() * (1 - 1e-4)
+    text = _text_tower(model)
+    in_text = sum(int(sparse.mask(n, p).sum()) for n, p in params.items() if n in text)
+    assert 0 < in_text < 572 and "head.weight" not in sparse.names
+    assert instance.learned(ctx) == {"masked": {"image": 572 - in_text, "text": in_text}}
+
+
+def test_saft_on_both_towers_changes_only_masked_weights_and_the_head_follows_the_text_tower(clip):
+    before = state(clip.model)
+    model, ctx, _ = fit_method(clip, "saft", overrides=["epochs=1"])
+    sparse = ctx.state["sparse"]
+    after = model.state_dict()
+    params = _both_towers(model)
+    moved = 0
+    for name, p in params.items():
+        mask = sparse.mask(name, p)
+        assert torch.equal(after[name][~mask], before[name][~mask])      # unmasked: bit-identical to θ0
+        moved += int((after[name][mask] != before[name][mask]).sum())
+    assert moved > 0.9 * sparse.count()
+    assert any(n in _text_tower(model) and not torch.equal(after[n], before[n]) for n in params)
+    torch.testing.assert_close(model.head.weight, model.zeroshot_weights())     # rebuilt from the tuned tower
+    assert not torch.equal(after["head.weight"], before["head.weight"])
+    others = [k for k in before if k not in params and k != "head.weight"]     # logit scale, buffers
+    assert all(torch.equal(after[k], before[k]) for k in others)
+
+
+def test_saft_trains_through_the_zero_shot_head_with_every_template(clip):
+    """train_templates=0 at θ0: the training loss is the pretrained model's own cross-entropy."""
+    ctx, instance = _context(clip, "saft[train_templates=0]")
+    start_training(instance, ctx)                       # prepare, and the masked weights' gradients
+    split = ctx.train
+    x = clip.preprocess(torch.from_numpy(split.images[:16]))
+    y = torch.from_numpy(position_labels(split.labels[:16], split.class_mask))
+    mask = torch.as_tensor(split.class_mask)
+    got = instance.compute_loss(ctx, Batch(x, y, mask, ctx.model))
+    expected = torch.nn.functional.cross_entropy(ctx.model(x)[:, mask], y)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_sparse_state_follows_the_dense_reset_of_algorithm_1(clip):
@@ -117,7 +203,7 @@ def test_sparse_state_follows_the_dense_reset_of_algorithm_1(clip):
                 p.copy_(torch.where(keep.view(p.shape), p, theta0[name]))    # θ̃ ← m⊙θ̃ + (1−m)⊙θ
 
     for overrides in (["epochs=1"], ["epochs=1", "optimizer=adamw", "weight_decay=0.1"]):
-        model, ctx, _ = fit_method(clip, "saft[alpha=0.01]", overrides=overrides)
+        model, ctx, _ = fit_method(clip, "saft[alpha=0.01,towers=image]", overrides=overrides)
         dense = _fit(clip, DenseReset(ctx.state["sparse"].indices()), overrides)
         sparse_state, dense_state = model.state_dict(), dense.model.state_dict()
         for key in sparse_state:
@@ -353,8 +439,8 @@ def test_imp_reg_combines_with_flyp_and_lpft(clip):
 def test_a_masked_base_takes_a_regularizer(clip):
     """`saft+imp-reg`: the combination trains the same masked entries, now under the penalty."""
     before = state(clip.model)
-    plain, plain_ctx, _ = fit_method(clip, "saft", overrides=["epochs=1"])
-    model, ctx, _ = fit_method(clip, "saft+imp-reg[samples=8,lam=1]", overrides=["epochs=1"])
+    plain, plain_ctx, _ = fit_method(clip, "saft[towers=image]", overrides=["epochs=1"])
+    model, ctx, _ = fit_method(clip, "saft+imp-reg[samples=8,lam=1]", overrides=["epochs=1", "saft.towers=image"])
     sparse = ctx.state["sparse"]
     assert sparse.indices().keys() == plain_ctx.state["sparse"].indices().keys()
     after, other = model.state_dict(), plain.state_dict()
