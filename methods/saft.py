@@ -73,7 +73,7 @@ from ribench.engine.recipe import Recipe
 from ribench.engine.trainer import position_labels
 from ribench.errors import ConfigError
 from ribench.toolkit.layers import image_parameters
-from ribench.toolkit.sparse import MaskedFineTune, SparseParameters, mask_size, top_entries
+from ribench.toolkit.sparse import MaskedFineTune, mask_size
 
 CAPTION_CHUNK = 256          # captions per backward pass through the text tower in phase 1
 
@@ -210,15 +210,7 @@ class SAFT(MaskedFineTune):
             names = [ctx.class_names[c] for c in ctx.train.class_mask]
             self.tokens = class_prompts(ctx.model, names, ctx.templates, ctx.device)
             self.template_rng = np.random.default_rng([ctx.seed, 3])
-        params = self.ranked_parameters(ctx)
-        scores = self.scores(ctx)
-        total = sum(p.numel() for p in params.values())
-        count = self.mask_count(total)
-        if count == 0:
-            raise ConfigError(f"{self.name}: the mask is empty (0 of {total} weights); nothing would train")
-        chosen = top_entries({n: scores[n] for n in params}, count, largest=True)
-        ctx.state["sparse"] = SparseParameters(params, chosen)
-        ctx.state["sparse_total"] = total
+        super().prepare(ctx)
 
     def compute_loss(self, ctx, batch):
         if not self.text:

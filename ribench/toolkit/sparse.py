@@ -36,6 +36,7 @@ import torch
 
 from ribench.errors import ConfigError, RibenchError
 from ribench.engine.method import Method, ParamGroup
+from ribench.toolkit.layers import image_parameters
 
 
 def mask_size(fraction: float, total: int) -> int:
@@ -188,10 +189,12 @@ class MaskedFineTune(Method):
     def mask_count(self, total: int) -> int:
         raise NotImplementedError
 
-    def prepare(self, ctx):
-        from ribench.toolkit.layers import image_parameters
+    def ranked_parameters(self, ctx) -> "OrderedDict[str, torch.nn.Parameter]":
+        """The weights the mask is chosen among (default: the image classifier's)."""
+        return image_parameters(ctx.model)
 
-        params = image_parameters(ctx.model)
+    def prepare(self, ctx):
+        params = self.ranked_parameters(ctx)
         scores = self.scores(ctx)
         total = sum(p.numel() for p in params.values())
         count = self.mask_count(total)
