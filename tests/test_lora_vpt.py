@@ -42,7 +42,7 @@ def _qkv_thirds_moved(before, after):
 
 # ---- lora -------------------------------------------------------------------------------------
 
-def test_lora_recipe_is_the_authors(clip):
+def test_lora_recipe_is_the_authors():
     assert LoRA.recipe.optimizer == "adamw" and LoRA.recipe.lr == 5e-4
     config = LoRA.Config()
     assert (config.rank, config.alpha, config.also_train) == (8, 16.0, "none")
