@@ -86,4 +86,4 @@ class FLYP(Method):
 
     @torch.no_grad()
     def finish(self, ctx):
-        ctx.model.head.weight.copy_(ctx.model.zeroshot_weights())
+        ctx.model.set_zeroshot_head()     # Û from the fine-tuned text tower, s = exp(its fine-tuned logit scale)

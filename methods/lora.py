@@ -2,9 +2,21 @@
 
     W_q ← W_q + (α/r)·B_q A_q,   W_v ← W_v + (α/r)·B_v A_v,   W_k unchanged
 
-r = 8, α = 1, no dropout, as ImageNet-RIB; A from LoRA's Kaiming-uniform
-initialisation, B = 0, so training starts exactly at θ0. Every other weight,
-the head included, is frozen.
+Hu et al. 2022, Sec. 4.1: "We use a random Gaussian initialization for A and zero
+for B, so ΔW = BA is zero at the beginning of training. We then scale ΔWx by α/r,
+where α is a constant in r. When optimizing with Adam, tuning α is roughly the
+same as tuning the learning rate [...] we simply set α to the first r we try".
+r = 8, α = 16 (scaling 2), no dropout, AdamW: the authors' RoBERTa-base recipe
+(examples/NLU/roberta_base_mnli.sh: r 8, α 16, lr 5e-4, weight decay 0.1). A
+starts from loralib's Kaiming-uniform initialisation (the authors' code), B = 0,
+so training starts exactly at θ0. Every other weight, the head included, is
+frozen (`also_train=none`).
+
+ImageNet-RIB's code differs: α = 1 (scaling 1/8: under SGD at 3e-3 one rib-tiny
+epoch moves q and v by 4e-6 of their norm, against 4e-3 under this recipe) and
+it also trains the cls token, the position embedding and the final norm.
+`also_train=rib` adds those; with `alpha=1` under the reference protocol it is
+that variant.
 
 Fused projections. timm's ViT computes q, k, v with one `qkv` Linear and
 open_clip's towers with `nn.MultiheadAttention.in_proj_weight`, both a
@@ -19,6 +31,7 @@ the stored model is a plain model with the usual parameter names.
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -26,6 +39,7 @@ from torch.nn.utils import parametrize
 
 from ribench.errors import ConfigError
 from ribench.engine.method import Method, ParamGroup
+from ribench.engine.recipe import Recipe
 
 
 class QueryValueLoRA(nn.Module):
@@ -45,7 +59,7 @@ class QueryValueLoRA(nn.Module):
         dim = weight.shape[1]
         no_change = weight.new_zeros(dim, dim)
         delta = torch.cat([self.B_q @ self.A_q, no_change, self.B_v @ self.A_v], dim=0)
-        return weight + self.scaling * delta
+        return weight + self.scaling * delta          # W + (α/r)·BA on the q and v thirds (Sec. 4.1)
 
 
 def fused_qkv_weights(backbone: nn.Module):
@@ -61,15 +75,29 @@ def fused_qkv_weights(backbone: nn.Module):
     return found
 
 
+def reference_extras(backbone: nn.Module) -> list:
+    """The cls token, position embedding and final norm of an open_clip or timm ViT (ImageNet-RIB's LoRA trains them)."""
+    if hasattr(backbone, "class_embedding"):                       # open_clip VisionTransformer
+        return [backbone.class_embedding, backbone.positional_embedding, *backbone.ln_post.parameters()]
+    if getattr(backbone, "cls_token", None) is not None:           # timm VisionTransformer
+        norm = backbone.norm if list(backbone.norm.parameters()) else backbone.fc_norm
+        return [backbone.cls_token, backbone.pos_embed, *norm.parameters()]
+    raise ConfigError("lora: also_train=rib needs a ViT with a cls token, a position embedding and a final norm")
+
+
 class LoRA(Method):
     name = "lora"
-    description = "LoRA rank 8 on the q and v projections; everything else frozen; merged after training"
+    description = "LoRA rank 8, alpha 16 on the q and v projections; everything else frozen; merged after training"
     paper = "https://arxiv.org/abs/2106.09685"
+    recipe = Recipe(optimizer="adamw", lr=5e-4, weight_decay=0.1,
+                    source="Hu et al. 2022 (LoRA), Sec. 4.1 and App. D; the authors' "
+                           "examples/NLU/roberta_base_mnli.sh: AdamW, lr 5e-4, weight decay 0.1, r 8, alpha 16")
 
     @dataclass
     class Config:
         rank: int = 8
-        alpha: float = 1.0
+        alpha: float = 16.0                          # scaling α/r = 2: the authors' α = 16 at r = 8
+        also_train: Literal["none", "rib"] = "none"  # rib: + cls token, position embedding, final norm
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -89,7 +117,10 @@ class LoRA(Method):
         self.targets, self.adapters = targets, adapters
 
     def param_groups(self, ctx):
-        return [ParamGroup([p for a in self.adapters for p in a.parameters()], 1.0, "adapters")]
+        groups = [ParamGroup([p for a in self.adapters for p in a.parameters()], 1.0, "adapters")]
+        if self.config.also_train == "rib":
+            groups.append(ParamGroup(reference_extras(ctx.model.image_backbone()), 1.0, "cls-pos-norm"))
+        return groups
 
     def finish(self, ctx):
         """Merge: W ← W + (α/r)·ΔW, then a plain parameter again."""

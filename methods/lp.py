@@ -7,6 +7,12 @@ schedule, epochs, batch) like every other method; `fit=lbfgs` fits the probe to
 convergence (L-BFGS, L2-regularised logistic regression, as LP-FT's probe).
 Head-only: unlike ImageNet-RIB's reference code, the final norm, cls token and
 position embedding stay frozen.
+
+A CLIP head is s·Û with s = exp(logit_scale) fixed (ribench.pretrains.base.
+LogitScaledHead): the probe trains Û, which moves under the protocol's steps on
+its own unit scale (a head stored as s·Û moved by 0.02% in one rib-tiny epoch).
+The L-BFGS variant penalises the logit map W = s·Û, so it is the same logistic
+regression whatever the parameterisation.
 """
 
 import time
@@ -48,7 +54,7 @@ class LinearProbe(Method):
         for p in head.parameters():
             p.requires_grad_(True)
         if self.config.fit == "lbfgs":
-            steps = self._lbfgs(head, features, targets, mask)
+            steps = self._lbfgs(ctx.model, features, targets, mask)
         else:
             steps = self._protocol(ctx, head, features, targets, mask)
         for p in ctx.model.parameters():
@@ -76,14 +82,15 @@ class LinearProbe(Method):
                 step += 1
         return step
 
-    def _lbfgs(self, head, features, targets, mask):
+    def _lbfgs(self, model, features, targets, mask):
+        head = model.head
         optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=self.config.max_iter,
                                       line_search_fn="strong_wolfe", tolerance_grad=1e-7)
 
         def closure():
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(head(features)[:, mask], targets)
-            loss = loss + 0.5 * self.config.l2 * head.weight.pow(2).sum()
+            loss = loss + 0.5 * self.config.l2 * model.logit_weight().pow(2).sum()   # on W = s·Û, not Û
             loss.backward()
             return loss
 

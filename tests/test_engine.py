@@ -138,9 +138,10 @@ def test_mini_sup_head_is_its_pretrained_classifier(tiny_suite):
 def test_clip_head_is_built_from_the_text_tower(clip_pretrained):
     model = clip_pretrained.model
     weights = model.zeroshot_weights()
-    assert torch.allclose(model.head.weight, weights)
-    norms = (weights / model.clip.logit_scale.exp()).norm(dim=1)
+    assert torch.allclose(model.head.weight, weights)                 # Û: the class directions
+    norms = weights.norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    assert torch.equal(model.head.scale, model.clip.logit_scale.exp())   # s, fixed
 
 
 def test_lp_evaluated_on_cached_features_equals_full_forward(clip_spec, clip_pretrained):
