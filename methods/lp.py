@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ribench.engine.recipe import Recipe
 from ribench.engine.method import Method, ParamGroup
 from ribench.engine.trainer import build_optimizer, position_labels, steps_per_epoch
 
@@ -34,6 +35,8 @@ class LinearProbe(Method):
              'after Fine-Tuning" (MIT talk, 2025): its linear-probing baseline')
     frozen_backbone = True     # evaluated through cached test features and the trained head
     composable = False         # trains on cached features, outside the loop
+    recipe = Recipe(optimizer="sgd", lr=1e-3,
+                    source="ImageNet-RIB reference code: its linear probe trains under the fine-tuning SGD recipe")
 
     @dataclass
     class Config:

@@ -15,6 +15,7 @@ import pytest
 
 import ribench.methods
 from ribench.catalog import METHODS
+from ribench.engine.recipe import GRID_SIZE, Recipe
 from ribench.engine.compose import method_class
 from ribench.engine.method import Method
 from ribench.engine.settings import parse_spec
@@ -135,3 +136,17 @@ def test_a_method_module_imports_no_other_method_module_only_shared_ones():
                 imported |= {a.name.split(".")[2] for a in node.names if a.name.startswith("ribench.methods.")}
         others = {m for m in imported if not m.startswith("_")}
         assert others <= USES_ANOTHER_METHOD.get(module, set()), f"{module} imports {sorted(others)}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declares_its_papers_recipe_or_trains_nothing(name):
+    """The tuned protocol trains every method under its own recipe; one without it could not run there."""
+    cls = METHODS.get(name)
+    if cls.tunes_nothing:
+        assert cls.recipe is None
+        return
+    recipe = cls.recipe
+    assert isinstance(recipe, Recipe) and recipe.source, f"{name} declares no cited recipe"
+    assert len(recipe.grid()) == GRID_SIZE and recipe.lr > 0
+    if recipe.tune != "lr":                       # a strength: a Config field, trained at another's lr
+        assert recipe.tune in cls.setting_names() and recipe.lr_from in METHODS.names()

@@ -175,7 +175,7 @@ class ZeroShotClip(ClipClassifier):
             embeddings = torch.cat([F.normalize(encode_text_trimmed(clip, tokens[s:s + chunk].to(device)).float(), dim=-1)
                                     for s in range(0, len(texts), chunk)])
             per_class = embeddings.view(len(self.class_names), len(self.templates), -1).mean(1)
-            head = clip.logit_scale.exp().float() * F.normalize(per_class, dim=-1)
+            head = F.normalize(per_class, dim=-1)      # Û; the logit scale is the head's fixed buffer
         finally:
             clip.to(home)
         return head.to(home)

@@ -206,6 +206,9 @@ def cell_for(spec: RunSpec, pretrained, dataset: str, seed: int) -> Cell:
         "method": spec.method_cls.name, "config": spec.method_cls.settings(spec.method_config),
         "protocol": spec.protocol.as_dict(), "dataset": dataset, "seed": seed,
     }
+    head = getattr(pretrained.model, "head_parameterisation", "plain")
+    if head != "plain":          # a CLIP head trained as s·Û is another model than one trained as W
+        identity["head"] = head
     if spec.protocol_name != "reference":     # reference identities stay as they always were
         identity["protocol_name"] = spec.protocol_name
         identity["selection"] = dict(sorted(spec.selection.items()))
