@@ -197,7 +197,8 @@ class SAFT(MaskedFineTune):
         w = mean_gradient(ctx)
         if self.text:
             rows = torch.as_tensor(ctx.train.class_mask, device=ctx.device)
-            w.update(text_gradient(ctx.model, self.tokens, w["head.weight"][rows]))
+            scale = getattr(ctx.model.head, "scale", 1.0)     # ∂L/∂W = ∂L/∂Û / s for a head trained as s·Û
+            w.update(text_gradient(ctx.model, self.tokens, w["head.weight"][rows] / scale))
         return OrderedDict((n, g.abs_()) for n, g in w.items())      # |w| ranks the weights (Eq. 3)
 
     def mask_count(self, total):

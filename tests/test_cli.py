@@ -28,9 +28,11 @@ def test_list_methods_shows_descriptions_and_defaults(capsys):
     assert code == 0
     for name in ("zeroshot", "ft", "lp", "lpft", "vpt", "lora", "l2sp", "ewc", "lwf", "wiseft", "soup", "flyp"):
         assert any(line.startswith(name + " ") for line in out.splitlines())
-    for default in ('"fit": "protocol"', '"rank": 8, "alpha": 1.0', '"alpha": 1.0, "T": 2.0', '"lam": 0.01',
+    for default in ('"fit": "protocol"', '"rank": 8, "alpha": 16.0', '"alpha": 1.0, "T": 2.0', '"lam": 0.01',
                     '"alpha": 0.5, "base": "ft"', '"ingredients": "pretrained,ft,ewc,lwf"', '"prompt_size": 30'):
         assert default in out
+    assert "recipe: adamw lr 0.0005, weight decay 0.1; tunes lr" in out        # lora's, cited after it
+    assert "recipe: sgd lr 40, weight decay 0, momentum 0.9; tunes lr" in out  # vpt's
 
 
 def test_list_datasets_names_what_datasets_accepts(capsys):
