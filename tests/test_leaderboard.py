@@ -335,7 +335,7 @@ def test_page_renders_and_sorts_in_headless_chromium(built):
     assert result.returncode == 0 and 'data-ready="true"' in dom, result.stderr[-2000:]
     assert f"{len(entries)} measured entries, sorted by forgetting" in dom
     rendered = [part.split('"', 1)[0] for part in dom.split('data-entry="')[1:]]
-    expected = [e["method"]["label"] for e in sorted(entries, key=lambda e: e["metrics"]["forgetting"]["mean"])]
+    expected = [shown_label(e) for e in sorted(entries, key=lambda e: e["metrics"]["forgetting"]["mean"])]
     assert rendered == expected
     for entry in entries:
         mri = entry["metrics"]["mRI"]["mean"]
