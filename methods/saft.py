@@ -61,6 +61,7 @@ Phase 2: train; after every step reset the unmasked weights to θ0.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
@@ -78,30 +79,39 @@ from ribench.toolkit.sparse import MaskedFineTune, mask_size
 CAPTION_CHUNK = 256          # captions per backward pass through the text tower in phase 1
 
 
-def mean_gradient(ctx, batch_size: int | None = None) -> "OrderedDict[str, torch.Tensor]":
-    """w of Eq. 2 for every weight of the image classifier, at ctx.model's current weights."""
-    model, split = ctx.model, ctx.train
-    params = image_parameters(model)
+@contextlib.contextmanager
+def accumulated_gradients(model, params: "OrderedDict[str, torch.nn.Parameter]"):
+    """Within: only `params` take gradients, in eval mode, from zero. Yields a function that returns what
+    they accumulated (zeros where nothing reached them); on exit the model is as it was."""
     was_training = model.training
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for n, p in model.named_parameters():
         p.requires_grad_(n in params)
         p.grad = None
     model.eval()
-    mask = torch.as_tensor(split.class_mask, device=ctx.device)
-    targets = position_labels(split.labels, split.class_mask)
-    n = len(split)
-    for x, _, idx in split.model_inputs(batch_size or ctx.protocol.batch_size, ctx.preprocess, ctx.device):
-        y = torch.from_numpy(targets[idx]).to(ctx.device)
-        loss = F.cross_entropy(model(x)[:, mask].float(), y, reduction="sum") / n
-        loss.backward()            # accumulates Σ_i ∇L_i / N into p.grad
-    w = OrderedDict((name, p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-                    for name, p in params.items())
-    for name, p in model.named_parameters():
-        p.grad = None
-        p.requires_grad_(flags[name])
-    model.train(was_training)
-    return w
+    try:
+        yield lambda: OrderedDict((n, p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                                  for n, p in params.items())
+    finally:
+        for name, p in model.named_parameters():
+            p.grad = None
+            p.requires_grad_(flags[name])
+        model.train(was_training)
+
+
+def mean_gradient(ctx, batch_size: int | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """w of Eq. 2 for every weight of the image classifier, at ctx.model's current weights."""
+    model, split = ctx.model, ctx.train
+    params = image_parameters(model)
+    with accumulated_gradients(model, params) as gradients:
+        mask = torch.as_tensor(split.class_mask, device=ctx.device)
+        targets = position_labels(split.labels, split.class_mask)
+        n = len(split)
+        for x, _, idx in split.model_inputs(batch_size or ctx.protocol.batch_size, ctx.preprocess, ctx.device):
+            y = torch.from_numpy(targets[idx]).to(ctx.device)
+            loss = F.cross_entropy(model(x)[:, mask].float(), y, reduction="sum") / n
+            loss.backward()            # accumulates Σ_i ∇L_i / N into p.grad
+        return gradients()       # read before the model is restored
 
 
 def text_tower_parameters(model) -> "OrderedDict[str, torch.nn.Parameter]":
@@ -136,29 +146,18 @@ def text_gradient(model, tokens: torch.Tensor, head_grad: torch.Tensor,
     """
     clip = model.clip
     params = text_tower_parameters(model)
-    was_training = model.training
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in params)
-        p.grad = None
-    model.eval()
-    classes, count, length = tokens.shape
-    flat = tokens.reshape(classes * count, length)
-    with torch.no_grad():
-        emb = torch.cat([F.normalize(clip.encode_text(flat[s:s + chunk]), dim=-1)
-                         for s in range(0, len(flat), chunk)])
-    emb.requires_grad_(True)
-    head = clip.logit_scale.exp().detach() * F.normalize(emb.view(classes, count, -1).mean(1), dim=-1)
-    (emb_grad,) = torch.autograd.grad(head, emb, grad_outputs=head_grad.to(head.dtype))
-    for s in range(0, len(flat), chunk):
-        F.normalize(clip.encode_text(flat[s:s + chunk]), dim=-1).backward(emb_grad[s:s + chunk])
-    grads = OrderedDict((n, p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-                        for n, p in params.items())
-    for name, p in model.named_parameters():
-        p.grad = None
-        p.requires_grad_(flags[name])
-    model.train(was_training)
-    return grads
+    with accumulated_gradients(model, params) as gradients:
+        classes, count, length = tokens.shape
+        flat = tokens.reshape(classes * count, length)
+        with torch.no_grad():
+            emb = torch.cat([F.normalize(clip.encode_text(flat[s:s + chunk]), dim=-1)
+                             for s in range(0, len(flat), chunk)])
+        emb.requires_grad_(True)
+        head = clip.logit_scale.exp().detach() * F.normalize(emb.view(classes, count, -1).mean(1), dim=-1)
+        (emb_grad,) = torch.autograd.grad(head, emb, grad_outputs=head_grad.to(head.dtype))
+        for s in range(0, len(flat), chunk):
+            F.normalize(clip.encode_text(flat[s:s + chunk]), dim=-1).backward(emb_grad[s:s + chunk])
+        return gradients()       # read before the model is restored
 
 
 class SAFT(MaskedFineTune):
