@@ -17,14 +17,11 @@ around the reference code's λ = 2.
 
 from dataclasses import dataclass
 
-import torch
-
-from ribench.engine.method import Regularizer
 from ribench.engine.recipe import Recipe
-from ribench.toolkit.penalties import add_to_gradients, anchored_parameters
+from ribench.toolkit.penalties import AnchoredL2
 
 
-class EWCRib(Regularizer):
+class EWCRib(AnchoredL2):
     name = "ewc-rib"
     description = "ImageNet-RIB's 'EWC': cross-entropy + (λ/2)·Σ‖θ − θ0‖² over every weight, head included, no Fisher"
     paper = ('J. Hwang, "ImageNet-RIB Benchmark: Large Pre-Training Datasets Don\'t Guarantee Robustness '
@@ -36,27 +33,4 @@ class EWCRib(Regularizer):
     class Config:
         lam: float = 2.0
 
-    def __init__(self, config=None):
-        super().__init__(config)
-        self._terms = None            # (θ, θ0) of every trained weight, once the loop chose them
-
-    def prepare(self, ctx):
-        self._terms = None
-
-    def _anchors(self, ctx):
-        if self._terms is None:
-            _, params, anchors = anchored_parameters(ctx, backbone_only=False)     # the head too
-            self._terms = (params, anchors)
-        return self._terms
-
-    def value(self, ctx) -> torch.Tensor:
-        params, anchors = self._anchors(ctx)
-        return 0.5 * self.config.lam * sum((p - a).pow(2).sum() for p, a in zip(params, anchors))
-
-    @torch.no_grad()
-    def after_backward(self, ctx):
-        if self.config.lam == 0:
-            return
-        params, anchors = self._anchors(ctx)
-        # ∇ = λ(θ − θ0)
-        add_to_gradients(params, torch._foreach_sub(params, anchors), self.config.lam)
+    backbone_only = False         # the reference code penalises every weight, the head too

@@ -13,15 +13,12 @@ Combines with any base method: `flyp+l2sp`, `lpft+l2sp`.
 
 from dataclasses import dataclass
 
-import torch
-
-from ribench.engine.method import Regularizer
 from ribench.engine.recipe import Recipe
 
-from ribench.toolkit.penalties import add_to_gradients, anchored_parameters
+from ribench.toolkit.penalties import AnchoredL2
 
 
-class L2SP(Regularizer):
+class L2SP(AnchoredL2):
     name = "l2sp"
     description = "L2-SP: cross-entropy + (λ/2)·‖θ − θ0‖² over the backbone"
     paper = "https://arxiv.org/abs/1802.01483"
@@ -31,28 +28,3 @@ class L2SP(Regularizer):
     @dataclass
     class Config:
         lam: float = 1e-2
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        self._terms = None            # (θ, θ0) of the trained weights, once the loop chose them
-
-    def prepare(self, ctx):
-        self._terms = None
-
-    def _anchors(self, ctx):
-        if self._terms is None:
-            _, params, anchors = anchored_parameters(ctx)
-            self._terms = (params, anchors)
-        return self._terms
-
-    def value(self, ctx) -> torch.Tensor:
-        params, anchors = self._anchors(ctx)
-        return 0.5 * self.config.lam * sum((p - a).pow(2).sum() for p, a in zip(params, anchors))
-
-    @torch.no_grad()
-    def after_backward(self, ctx):
-        if self.config.lam == 0:
-            return
-        params, anchors = self._anchors(ctx)
-        # ∇Ω = λ(θ − θ0)
-        add_to_gradients(params, torch._foreach_sub(params, anchors), self.config.lam)
