@@ -12,6 +12,7 @@ import torch
 
 from ribench.api import results
 from ribench.catalog import PRETRAINS, SUITES
+from ribench.cli.options import add_data_root
 from ribench.distance.matrix import FORMATS, DistanceMatrix, record_json, write_record
 from ribench.distance.options import CONVENTIONS, SOLVERS, DistanceOptions
 from ribench.distance.plots import save_heatmap, save_relation_plot
@@ -30,7 +31,10 @@ def add_arguments(p) -> None:
     p.add_argument("--suite", default="rib-mini", help="suite name (default: rib-mini)")
     p.add_argument("--pretrain", default="mini-clip", help="pretrain preset (default: mini-clip)")
     p.add_argument("--solver", default=defaults.solver, choices=SOLVERS,
-                   help="exact (network simplex) or sinkhorn (debiased Sinkhorn divergence)")
+                   help="fast (default: auction, certified within --tolerance of the exact value, on "
+                        "equal-size samples), exact (network simplex) or sinkhorn (debiased Sinkhorn divergence)")
+    p.add_argument("--tolerance", type=float, default=defaults.tolerance,
+                   help=f"fast solver: bound on each value's relative error (default: {defaults.tolerance:g})")
     p.add_argument("--samples", type=int, default=defaults.samples,
                    help=f"points per dataset, stratified by class; 0 for all (default: {defaults.samples})")
     p.add_argument("--epsilon", type=float, default=defaults.epsilon,
@@ -49,6 +53,8 @@ def add_arguments(p) -> None:
                                                  "~/.local/share/ribench/results.sqlite, if it exists)")
     p.add_argument("--method", default="ft", help="stored method to relate distances to (default: ft)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_data_root(p)
+    p.add_argument("--weights", default=None, help="a local weights file for the pretrain (real pretrains)")
     p.add_argument("--include", action="append", default=[], metavar="FILE.py",
                    help="import a Python file that registers extra suites or pretrains")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -66,7 +72,7 @@ def run(args) -> int:
     for path in args.include:
         include(path)
     options = DistanceOptions(args.solver, args.samples or None, args.epsilon, args.lambda_x, args.lambda_y,
-                              args.seed, args.convention, args.max_iterations).validate()
+                              args.seed, args.convention, args.max_iterations, args.tolerance).validate()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device} asked for, but no CUDA device is available here")
     store_path = Path(args.store).expanduser() if args.store else default_store_path()
@@ -74,8 +80,10 @@ def run(args) -> int:
         raise ConfigError(f"no results store at {store_path}")
     out = _output_folder(args.out)
     suite = SUITES.get(args.suite)()
-    pretrained = PRETRAINS.get(args.pretrain).load(suite)
+    suite.attach_data(args.data_root)
+    pretrained = PRETRAINS.get(args.pretrain).load(suite, args.weights)
     pretrained.model.to(args.device).eval()
+    suite.adopt_eval_transform(pretrained)
     result = suite_distances(suite, pretrained, options, args.device, suite.protocol.eval_batch_size)
 
     stem = f"distance-{suite.name}-{pretrained.name}-{options.solver}"

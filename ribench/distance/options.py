@@ -14,7 +14,7 @@ from ribench.errors import ConfigError
 
 __all__ = ["CONVENTIONS", "SOLVERS", "DistanceOptions", "LabelledFeatures"]
 
-SOLVERS = ("exact", "sinkhorn")
+SOLVERS = ("fast", "exact", "sinkhorn")
 CONVENTIONS = ("otdd2", "half")
 
 
@@ -24,10 +24,11 @@ class DistanceOptions:
 
     epsilon is Sinkhorn's ε as a fraction of the median ground cost of the pair,
     so a distance does not depend on the features' units (OTDD.md: ε relative to
-    the cost scale); the absolute value used is recorded per pair.
+    the cost scale); the absolute value used is recorded per pair. tolerance is the
+    fast solver's certified bound on the relative error of each value.
     """
 
-    solver: str = "exact"
+    solver: str = "fast"
     samples: int | None = 2000          # points per dataset, stratified by class; None or 0: all
     epsilon: float = 0.01
     lambda_x: float = 1.0
@@ -35,6 +36,7 @@ class DistanceOptions:
     seed: int = 0
     convention: str = "otdd2"           # "half": the reference implementation's half-cost number
     max_iterations: int | None = None   # None: the solver's default (ribench.distance.solvers)
+    tolerance: float = 1e-3             # fast solver: |value − OTDD²| ≤ tolerance·OTDD², certified
 
     def validate(self) -> "DistanceOptions":
         if self.solver not in SOLVERS:
@@ -51,13 +53,16 @@ class DistanceOptions:
                 raise ConfigError(f"{name} must be non-negative, got {value}")
         if self.lambda_x == 0 and self.lambda_y == 0:
             raise ConfigError("lambda_x and lambda_y are both 0: the ground cost would be 0")
+        if not (0 < self.tolerance < 1):
+            raise ConfigError(f"tolerance must lie between 0 and 1 (a relative error), got {self.tolerance}")
         if self.max_iterations is not None and self.max_iterations < 1:
             raise ConfigError(f"max_iterations must be at least 1, got {self.max_iterations}")
         return self
 
     @property
     def quantity(self) -> str:
-        kind = "exact OT" if self.solver == "exact" else "debiased Sinkhorn divergence"
+        kind = {"exact": "exact OT", "fast": f"OT within {self.tolerance:g} (certified auction)",
+                "sinkhorn": "debiased Sinkhorn divergence"}[self.solver]
         if self.convention == "half":
             return f"OTDD² / 2 ({kind}, half ground cost as in microsoft/otdd)"
         return f"OTDD² ({kind}, full ground cost)"
