@@ -37,4 +37,5 @@ def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, 
         cells = [c for c in cells if c.method in wanted or c.label in wanted]
         if not cells:
             raise RibenchError(f"no stored cells for {', '.join(methods)} on {suite_obj.name}/{pretrain}")
-    return summarize(cells, latest["accuracies"], suite_obj.downstream, suite_obj.pretrain_eval)
+    return summarize(cells, latest["accuracies"], suite_obj.downstream, suite_obj.pretrain_eval,
+                     suite_obj.test_sizes())

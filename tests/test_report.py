@@ -153,6 +153,33 @@ def test_bootstrap_degenerate_for_one_seed_and_contains_mean():
     assert all(math.isnan(v) for v in bootstrap_interval([]))
 
 
+def test_intervals_carry_the_test_sets_sampling_error():
+    """One seed has no seed spread; its interval is then the test sets' binomial error alone."""
+    sizes = {"a": 100, "b": 400, "c": 2500, PRE: 1000}
+    summary = summarize(toy_cells(seeds=(0,)), A_PRE, DOWNSTREAM, PRE, sizes)
+    acc = ACC[0]
+    # ID over three independent test sets: se = sqrt(sum p(1-p)/N) / 3
+    se_id = math.sqrt(sum(acc[i][i] * (1 - acc[i][i]) / sizes[i] for i in DOWNSTREAM)) / 3
+    row = overall_row(summary, "ft", "ID")
+    assert row["test_se"] == pytest.approx(se_id)
+    assert row["ci_high"] - row["mean"] == pytest.approx(1.959964 * se_id)
+    assert row["mean"] - row["ci_low"] == pytest.approx(1.959964 * se_id)
+    # forgetting: every cell meets the one pretraining-domain test set, so the errors are averaged
+    se_pre = sum(math.sqrt(acc[i][PRE] * (1 - acc[i][PRE]) / sizes[PRE]) for i in DOWNSTREAM) / 3
+    assert overall_row(summary, "ft", "forgetting")["test_se"] == pytest.approx(se_pre)
+    # RI_a over b and c
+    se_ri_a = math.sqrt(acc["a"]["b"] * (1 - acc["a"]["b"]) / 400 + acc["a"]["c"] * (1 - acc["a"]["c"]) / 2500) / 2
+    ri = summary.ri.set_index(["label", "dataset"]).loc[("ft", "a")]
+    assert ri["test_se"] == pytest.approx(se_ri_a)
+    # with two seeds the seed interval widens by the test error in quadrature, never shrinks
+    seeds_only = overall_row(summarize(toy_cells(), A_PRE, DOWNSTREAM, PRE), "ft", "ID_gain")
+    both = overall_row(summarize(toy_cells(), A_PRE, DOWNSTREAM, PRE, sizes), "ft", "ID_gain")
+    assert math.isnan(seeds_only["test_se"])
+    assert both["ci_low"] < seeds_only["ci_low"] and both["ci_high"] > seeds_only["ci_high"]
+    half = seeds_only["ci_high"] - seeds_only["mean"]
+    assert both["ci_high"] - both["mean"] == pytest.approx(math.sqrt(half ** 2 + (1.959964 * both["test_se"]) ** 2))
+
+
 def test_missing_cell_marks_incomplete_and_uses_present_cells():
     summary = summarize(toy_cells(skip={("c", 1)}), A_PRE, DOWNSTREAM, PRE)
     row = overall_row(summary, "ft", "mRI")

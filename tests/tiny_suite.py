@@ -23,6 +23,9 @@ class RibTiny(rib_mini.RibMini):
             self._cache[key] = cls(dataset, images, labels, np.array(self.info(dataset).class_mask), details)
         return self._cache[key]
 
+    def test_size(self, dataset):
+        return TEST_PER_CLASS * len(self.class_names)
+
 
 def build():
     suite = rib_mini.build()

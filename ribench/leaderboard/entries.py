@@ -84,7 +84,7 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
             f"downstream dataset; missing {'; '.join(missing)}")
     chosen = [by_seed[s][d] for s in complete for d in suite.downstream]
     a_pre = {name: float(pretrained["accuracies"][name]) for name in columns}
-    summary = summarize(chosen, a_pre, suite.downstream, suite.pretrain_eval)
+    summary = summarize(chosen, a_pre, suite.downstream, suite.pretrain_eval, suite.test_sizes())
     overall = summary.overall.set_index("metric")
     ri = summary.ri.set_index("dataset")
     downstream = list(suite.downstream)

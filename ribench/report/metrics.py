@@ -10,8 +10,15 @@ Definitions (accuracies are fractions in [0, 1]):
   forgetting_i = A_pre^(P) - A_i^(P), each averaged over i like RI;
   OOD_i      mean over downstream j != i of A_i^(j) (leaderboard entries show it).
 Per-seed values are summarised by mean, sample std and a 95% percentile
-bootstrap interval over seeds. The maths takes plain inputs so it can be
-tested without a store.
+bootstrap interval over seeds. With the test splits' sizes, the interval also
+carries the test sets' own sampling error, which seeds cannot show (every seed
+meets the same test images): each accuracy p on N test images has the binomial
+standard error √(p(1 − p)/N); a mean over different test sets adds them in
+quadrature, a mean over cells that share one test set (mRI over i, pretrain_acc,
+forgetting) takes their mean (fully correlated, the conservative choice); the
+pretrained accuracies are the fixed reference every method is measured against.
+The half-widths combine as √(seed half-width² + (1.96·se)²). The maths takes
+plain inputs so it can be tested without a store.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ __all__ = [
     "OVERALL_METRICS",
     "Summary",
     "accuracy_frame",
+    "binomial_se",
     "bootstrap_interval",
     "describe",
     "ood",
@@ -41,7 +49,8 @@ PRETRAINED_ROW = "pretrained"
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 
-STAT_COLUMNS = ["mean", "std", "ci_low", "ci_high", "n_seeds"]
+STAT_COLUMNS = ["mean", "std", "ci_low", "ci_high", "n_seeds", "test_se"]
+Z95 = 1.959964
 
 
 # -- statistics ---------------------------------------------------------------------
@@ -60,17 +69,42 @@ def bootstrap_interval(values: Sequence[float], confidence: float = 0.95) -> tup
     return (float(low), float(high))
 
 
-def describe(values: Iterable[float]) -> dict[str, Any]:
-    """mean, std, bootstrap interval and count of per-seed values (NaN left out): one row of every table."""
+def describe(values: Iterable[float], test_se: float = math.nan) -> dict[str, Any]:
+    """mean, std, interval and count of per-seed values (NaN left out): one row of every table.
+
+    `test_se`: the test-set sampling standard error of the mean (module docstring); it widens
+    the bootstrap interval over seeds when known."""
     data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     low, high = bootstrap_interval(data)
+    mean = float(data.mean()) if data.size else math.nan
+    if data.size and math.isfinite(test_se):
+        extra = (Z95 * test_se) ** 2
+        low, high = mean - math.sqrt((mean - low) ** 2 + extra), mean + math.sqrt((high - mean) ** 2 + extra)
     return {
-        "mean": float(data.mean()) if data.size else math.nan,
+        "mean": mean,
         "std": float(data.std(ddof=1)) if data.size > 1 else math.nan,
         "ci_low": low,
         "ci_high": high,
         "n_seeds": int(data.size),
+        "test_se": test_se,
     }
+
+
+def binomial_se(accuracy: float, test_images: int | None) -> float:
+    """Standard error of an accuracy measured on `test_images` images."""
+    if not test_images or math.isnan(accuracy):
+        return math.nan
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / test_images)
+
+
+def _independent(errors: Sequence[float]) -> float:
+    """se of a mean over different test sets."""
+    return math.sqrt(sum(e * e for e in errors)) / len(errors) if errors else math.nan
+
+
+def _shared(errors: Sequence[float]) -> float:
+    """se of a mean over cells that share test sets: fully correlated, the conservative bound."""
+    return sum(errors) / len(errors) if errors else math.nan
 
 
 def ood(accuracies: Mapping[str, float], downstream: Sequence[str], trained: str) -> float:
@@ -144,13 +178,38 @@ def _index_cells(cells: Iterable[CellRecord], downstream: Sequence[str]) -> dict
     return indexed
 
 
+def _test_errors(rows: Sequence[dict], downstream: Sequence[str], pretrain_eval: str,
+                 test_sizes: Mapping[str, int]) -> dict[str, Any]:
+    """Test-set standard errors of RI_i and of each overall metric, from the seed-mean accuracies."""
+    nan = {"RI": {}, **{metric: math.nan for metric in OVERALL_METRICS}}
+    if not test_sizes:
+        return nan
+    by_trained = {row["trained_on"]: row for row in rows}
+    ri, in_domain, on_pretrain = {}, [], []
+    for trained in downstream:
+        row = by_trained.get(trained)
+        if row is None:
+            continue
+        others = [binomial_se(row[j], test_sizes.get(j)) for j in downstream if j != trained]
+        ri[trained] = _independent(others)
+        in_domain.append(binomial_se(row[trained], test_sizes.get(trained)))
+        on_pretrain.append(binomial_se(row[pretrain_eval], test_sizes.get(pretrain_eval)))
+    shared_pretrain = _shared(on_pretrain)
+    return {"RI": ri, "mRI": _shared(list(ri.values())), "ID": _independent(in_domain),
+            "ID_gain": _independent(in_domain), "pretrain_acc": shared_pretrain, "forgetting": shared_pretrain}
+
+
 def summarize(
     cells: Iterable[CellRecord],
     pretrained_accuracies: dict[str, float],
     downstream: Sequence[str],
     pretrain_eval: str,
+    test_sizes: Mapping[str, int] | None = None,
 ) -> Summary:
     """All ImageNet-RIB metrics for every label among ``cells``.
+
+    ``test_sizes`` (images per test split) adds the test sets' sampling error to every
+    interval (module docstring); without it the intervals cover the seeds only.
 
     Cells trained on a dataset outside ``downstream`` are ignored. A seed with
     missing cells (or cells missing an evaluated dataset) still gets metrics over
@@ -216,11 +275,14 @@ def summarize(
                 ]
                 row[evaluated] = float(np.mean(values)) if values else math.nan
             matrix_rows.append(row)
+        errors = _test_errors(matrix_rows[-len(downstream):], downstream, pretrain_eval, test_sizes or {})
         for trained in downstream:
-            ri_rows.append({"label": label, "dataset": trained, **describe(ri_by_dataset[trained])})
+            ri_rows.append({"label": label, "dataset": trained,
+                            **describe(ri_by_dataset[trained], errors["RI"].get(trained, math.nan))})
         for metric in OVERALL_METRICS:
             overall_rows.append(
-                {"label": label, "metric": metric, **describe(per_seed_metrics[metric]), "complete": label_complete}
+                {"label": label, "metric": metric, **describe(per_seed_metrics[metric], errors[metric]),
+                 "complete": label_complete}
             )
 
     matrix = pd.DataFrame(matrix_rows, columns=["label", "trained_on", *columns]).set_index(["label", "trained_on"])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ribench.data.splits import TestSplit, TrainSplit
-from ribench.errors import UnknownNameError
+from ribench.errors import RibenchError, UnknownNameError
 from ribench.engine.protocol import Protocol
 
 
@@ -57,6 +57,21 @@ class Suite:
 
     def test_split(self, dataset: str) -> TestSplit:
         raise NotImplementedError
+
+    def test_size(self, dataset: str) -> int:
+        """Images in a test split: the reports' intervals carry its binomial sampling error."""
+        return len(self.test_split(dataset).labels)
+
+    def test_sizes(self) -> dict[str, int]:
+        """Sizes that can be known without the data (a real suite without --data-root has none):
+        intervals then cover the seeds only, and say so (`test_se` is NaN)."""
+        sizes = {}
+        for name in self.evaluated:
+            try:
+                sizes[name] = self.test_size(name)
+            except (RibenchError, OSError):
+                continue
+        return sizes
 
     def attach_data(self, data_root) -> None:
         """Point a suite that reads image files at its data (--data-root); generated suites take none."""

@@ -152,6 +152,10 @@ class RibMini(Suite):
             raise RibenchError(f"missing manifest {path}; reinstall ribench")
         return json.loads(path.read_text())
 
+    def test_size(self, dataset: str) -> int:
+        """From the manifest, so that a report does not generate images."""
+        return int(self.manifest(dataset)["splits"]["test"]["images"])
+
     def _load(self, dataset: str, split: str):
         key = (dataset, split)
         if key in self._cache:
