@@ -26,6 +26,14 @@ def test_a_recipe_grid_is_log_spaced_around_its_centre_and_the_same_size_for_eve
         Recipe("sgd", 1e-3, tune="lam")
 
 
+def test_the_grid_follows_a_best_value_at_its_edge_one_step_at_a_time():
+    from ribench.run.selection import _beyond
+    grid = Recipe("sgd", 1e-3).grid()
+    assert _beyond(grid, 1e-5) == 1e-6 and _beyond(grid, 0.1) == 1.0
+    assert _beyond(grid, 1e-3) is None and _beyond(grid + [1e-6], 1e-6) == 1e-7
+    assert _beyond([0.4, 4.0, 40.0, 400.0, 4000.0], 0.4) == 0.04
+
+
 @pytest.fixture(scope="module")
 def tuned_store(tmp_path_factory):
     """ft tuned on the tiny suite's sketch split (5 selection cells), with the user's selections in a temp home."""
@@ -49,13 +57,16 @@ def test_tune_chooses_on_held_out_train_data_stores_and_resumes(capsys, tuned_st
     code, out, err = _tune(capsys, store, "ft")
     assert code == 0, err
     choice = json.loads((home / "ribench" / "selections" / "rib-tiny.json").read_text())["mini-clip"]["ft"]
-    assert choice["grid"] == Recipe("sgd", 1e-3).grid() and choice["datasets"] == ["sketch"]
+    extended = choice["extended"]
+    assert sorted(Recipe("sgd", 1e-3).grid() + extended) == choice["grid"] and choice["datasets"] == ["sketch"]
     scores = {float(v): a for v, a in choice["heldout_acc"].items()}
-    best = [v for v in choice["grid"] if scores[v] == max(scores.values())]        # ties go to the recipe's value
-    assert choice["value"] == min(best, key=lambda v: abs(choice["grid"].index(v) - 2)) and choice["holdout"] == 0.25
+    best = [v for v in choice["grid"] if scores[v] == max(scores.values())]
+    if not extended:                                                               # ties go to the recipe's value
+        assert choice["value"] == min(best, key=lambda v: abs(choice["grid"].index(v) - 2))
+    assert choice["value"] in best and choice["holdout"] == 0.25
     with Store(store) as db:
         cells = db.cells(status="selection")
-        assert len(cells) == GRID_SIZE and db.cells() == []          # selection cells stay out of reports
+        assert len(cells) == GRID_SIZE + len(extended) and db.cells() == []   # selection cells stay out of reports
         assert {c.identity["kind"] for c in cells} == {"selection"}
         assert sorted(c.identity["protocol"]["lr"] for c in cells) == choice["grid"]
         assert all(0 <= c.accuracies["heldout"] <= 1 and c.details["heldout"] > 0 for c in cells)
@@ -111,3 +122,19 @@ def test_tuned_without_a_choice_says_how_to_get_one(capsys, tmp_path, monkeypatc
     code, _, err = run_cli(capsys, "tune", "--method", "wiseft", "--suite", "rib-tiny", "--include", TINY,
                            "--store", str(tmp_path / "s.sqlite"))
     assert code == 2 and "nothing to tune" in err
+
+
+def test_a_best_value_at_the_grid_edge_extends_the_grid_beyond_it(tmp_path, monkeypatch):
+    """Scores that keep rising towards small lrs: two values past the low edge are trained and scored."""
+    import ribench.run.selection as selection
+    from ribench.registry import include
+    from ribench.run.executor import LocalExecutor
+
+    include(TINY)
+    monkeypatch.setattr(selection, "_score", lambda store, spec, pretrained: -spec.protocol.lr)
+    with Store(tmp_path / "s.sqlite") as store:
+        choice = selection.tune("ft", "rib-tiny", "mini-clip", store, LocalExecutor(), overrides=["epochs=1"],
+                                datasets=["sketch"], progress=False, log=lambda m: None)
+        assert len(store.cells(status="selection")) == GRID_SIZE + selection.EDGE_STEPS
+    assert choice["extended"] == [1e-6, 1e-7] and choice["value"] == 1e-7 and choice["at_grid_edge"]
+    assert choice["grid"] == [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]

@@ -4,14 +4,18 @@ strength) chosen on held-out parts of the downstream *train* splits, never on a 
 For a method and pretrain, every value of its recipe's grid (the same size for every
 method) is trained on the fit part (75%) of each selection dataset's train split and
 scored by accuracy on the held-out 25%; the chosen value maximises the mean over
-datasets. Each (value, dataset) is a stored cell of status "selection" (resumable,
-never recomputed); the choice is written to a selections file and recorded in
-every tuned result.
+datasets. When the best value is at an edge of the grid, the grid follows it, one
+grid step (a decade) at a time beyond that edge, at most EDGE_STEPS times, the same
+rule for every method, so that a choice is an optimum and not the grid's bound. Each
+(value, dataset) is a stored cell of status "selection" (resumable, never
+recomputed); the choice is written to a selections file and recorded in every tuned
+result.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from ribench.store import Store
 
 HOLDOUT = 0.25
 SELECTION_SEED = 0
+EDGE_STEPS = 2          # values tried beyond an edge of the grid, one grid step apart, while the best sits there
 
 
 def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=None, includes=(),
@@ -41,12 +46,26 @@ def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=No
     if recipe is None or base.method_cls.tunes_nothing:
         raise ConfigError(f"method '{base.label}' trains nothing through a protocol; it has nothing to tune")
     chosen_on = list(datasets or base.suite.selection_datasets or base.suite.downstream)
-    runs = []
-    for value in recipe.grid():
-        setting = f"protocol.lr={value!r}" if recipe.tune == "lr" else f"method.{recipe.tune}={value!r}"
-        runs.append((value, resolve(method, suite, pretrain, chosen_on, [SELECTION_SEED], [*overrides, setting],
-                                    protocol="recipe", holdout=HOLDOUT, **where)))
+    runs = [(value, selection_run(method, suite, pretrain, value, chosen_on, overrides, recipe.tune, where))
+            for value in recipe.grid()]
     return base, runs
+
+
+def selection_run(method: str, suite: str, pretrain: str, value: float, chosen_on, overrides, tune: str,
+                  where: dict) -> RunSpec:
+    """The run that scores one value of the tuned quantity on the held-out parts."""
+    setting = f"protocol.lr={value!r}" if tune == "lr" else f"method.{tune}={value!r}"
+    return resolve(method, suite, pretrain, chosen_on, [SELECTION_SEED], [*overrides, setting],
+                   protocol="recipe", holdout=HOLDOUT, **where)
+
+
+def _beyond(grid: list[float], best: float) -> float | None:
+    """The next value past the edge the best sits at, one grid step further; None if it is inside."""
+    ordered = sorted(grid)
+    if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
+        return None
+    step = ordered[1] / ordered[0] if best == ordered[0] else ordered[-1] / ordered[-2]
+    return float(f"{(best / step if best == ordered[0] else best * step):.3g}")
 
 
 def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executor | None = None,
@@ -58,15 +77,30 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
         log(f"{base.label} tunes {recipe.tune} at {recipe.lr_from}'s chosen lr ({base.protocol.lr:g})")
     run_specs([spec for _, spec in runs], store, executor, progress=progress, log=log, keep_weights=False)
     pretrained = load_pretrained(base, "cpu")
-    per_dataset = {value: {c.dataset: store.get(c.key).accuracies["heldout"] for c in plan(spec, pretrained)}
-                   for value, spec in runs}
-    scores = {value: sum(accs.values()) / len(accs) for value, accs in per_dataset.items()}
-    grid = [value for value, _ in runs]
-    middle = len(grid) // 2       # ties go to the value nearest the recipe's
-    best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - middle)))
+    scores = {value: _score(store, spec, pretrained) for value, spec in runs}
+    grid = sorted(scores)
+    centre = base.protocol.lr if recipe.tune == "lr" else recipe.centre
+    middle = grid.index(min(grid, key=lambda v: abs(math.log(v / centre))))
+    best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - middle)))   # ties: nearest the recipe's
+    extended = []
+    chosen_on = list(runs[0][1].datasets)
+    for _ in range(EDGE_STEPS):
+        value = _beyond(grid, best)
+        if value is None:
+            break
+        log(f"{base.label}: the best {recipe.tune} {best:g} is at the grid's edge; trying {value:g}")
+        spec = selection_run(method, suite, pretrain, value, chosen_on, overrides, recipe.tune,
+                             _where(where, includes))
+        run_specs([spec], store, executor, progress=progress, log=log, keep_weights=False)
+        runs.append((value, spec))
+        scores[value] = _score(store, spec, pretrained)
+        extended.append(value)
+        grid = sorted(scores)
+        best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - grid.index(best))))
     pre = {c.dataset: store.get(c.key).accuracies["pretrained_heldout"] for c in plan(runs[0][1], pretrained)}
     return {
         "method": method_label(base.method_cls, base.method_config), "tune": recipe.tune, "value": best, "grid": grid,
+        "extended": extended,
         "heldout_acc": {repr(v): round(scores[v], 6) for v in grid},
         "pretrained_heldout_acc": round(sum(pre.values()) / len(pre), 6),
         "datasets": list(runs[0][1].datasets), "seed": SELECTION_SEED, "holdout": HOLDOUT,
@@ -75,6 +109,17 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
                    "momentum": recipe.momentum, "source": recipe.source},
         "at_grid_edge": best in (grid[0], grid[-1]),
     }
+
+
+def _score(store: Store, spec: RunSpec, pretrained) -> float:
+    """Mean held-out accuracy over the selection datasets."""
+    accs = [store.get(c.key).accuracies["heldout"] for c in plan(spec, pretrained)]
+    return sum(accs) / len(accs)
+
+
+def _where(where: dict, includes) -> dict:
+    return {"device": where.get("device", "cpu"), "weights": where.get("weights"), "includes": includes,
+            "data_root": where.get("data_root"), "check_device": where.get("check_device", True)}
 
 
 def write_selection(suite: str, pretrain: str, choice: dict, shipped: bool = False) -> Path:
