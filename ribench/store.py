@@ -101,6 +101,14 @@ class CellRecord:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_at: float | None = None  # set by Store.put when None
 
+    def describe(self) -> str:
+        return f"{self.label} on {self.dataset}, seed {self.seed}"
+
+    def failure(self) -> str:
+        """Why a failed cell failed: 'diverged at step 3 (loss became non-finite)'."""
+        found = self.details.get("diverged") or {}
+        return f"diverged at step {found.get('step', '?')} ({found.get('what', 'training')} became non-finite)"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -148,11 +156,15 @@ def _reason(error: BaseException) -> str:
 
 
 class Store:
-    """The results database at ``path`` (created with its parent folders)."""
+    """The results database at ``path`` (created with its parent folders).
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    ``readonly``: open an existing store for reading only (reports, leaderboard, distances): nothing is
+    created, a missing file is an error, and no write is possible through this connection."""
+
+    def __init__(self, path: str | os.PathLike | None = None, readonly: bool = False):
         self.path = Path(path).expanduser() if path is not None else default_store_path()
-        self._conn = self._open()
+        self.readonly = readonly
+        self._conn = self._open_readonly() if readonly else self._open()
 
     # -- opening ------------------------------------------------------------
     def _fail(self, reason: str) -> StoreError:
@@ -184,6 +196,22 @@ class Store:
             if isinstance(error, sqlite3.DatabaseError) and "not a database" in str(error):
                 raise self._fail("file exists but is not an SQLite database") from None
             raise self._fail(_reason(error)) from None
+        return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StoreError(f"no results store at {self.path}")
+        conn = None
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            conn.execute("SELECT 1 FROM cells LIMIT 1").fetchall()
+        except sqlite3.Error as error:
+            if conn is not None:
+                conn.close()
+            reason = _reason(error)
+            if "not a database" in reason or "no such table" in reason:
+                reason = "file is not a ribench results store (an SQLite database with a cells table)"
+            raise StoreError(f"cannot read results store {self.path}: {reason}") from None
         return conn
 
     def close(self) -> None:
@@ -219,10 +247,12 @@ class Store:
         rows = self._read(f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells WHERE key = ?", (key,))
         return self._record(rows[0]) if rows else None
 
-    def put(self, record: CellRecord) -> CellRecord:
-        """Insert one cell atomically; an existing key is refused (results are never overwritten).
+    def put(self, record: CellRecord, replace_failed: bool = False) -> CellRecord:
+        """Insert one cell atomically; returns the record as stored (with ``created_at`` filled in).
 
-        Returns the record as stored (with ``created_at`` filled in).
+        Results are never overwritten: a key already stored with other results is refused (ValueError);
+        the same results stored again (two runs that raced) are kept once. ``replace_failed`` lets a
+        retried cell replace a stored *failed* row, in the same transaction, and nothing else.
         """
         expected = cell_key(record.identity)
         if record.key != expected:
@@ -234,17 +264,25 @@ class Store:
             value = getattr(stored, name)
             values.append(_dumps(value) if name in _JSON_CELL_COLUMNS else value)
         placeholders = ", ".join("?" for _ in _CELL_COLUMNS)
-        self._insert(f"INSERT INTO cells ({', '.join(_CELL_COLUMNS)}) VALUES ({placeholders})", values, "cell", record.key)
-        return stored
+        sql = f"INSERT OR IGNORE INTO cells ({', '.join(_CELL_COLUMNS)}) VALUES ({placeholders})"
+        remove = ("DELETE FROM cells WHERE key = ? AND status = 'failed'", (record.key,)) if replace_failed else None
+        if self._insert(sql, values, remove):
+            return stored
+        existing = self.get(record.key)
+        if existing is None or canonical_json(existing.identity) != canonical_json(record.identity):
+            raise StoreError(f"results store {self.path}: cell {record.key} is stored with another identity "
+                             "than its key says; the row is damaged")
+        if (existing.status, existing.accuracies) != (record.status, record.accuracies):
+            raise ValueError(f"cell {record.key} is already stored; results are never overwritten")
+        return existing
 
-    def _insert(self, sql: str, values: list, what: str, key: str) -> None:
+    def _insert(self, sql: str, values: list, remove: tuple | None = None) -> bool:
+        """Run one INSERT OR IGNORE (after an optional DELETE) in one transaction; True if a row was added."""
         try:
             with self._conn:  # one transaction: committed whole or rolled back
-                self._conn.execute(sql, values)
-        except sqlite3.IntegrityError as error:
-            if "UNIQUE" in str(error) or "PRIMARY KEY" in str(error):
-                raise ValueError(f"{what} {key} is already stored; results are never overwritten") from None
-            raise self._fail(_reason(error)) from None
+                if remove is not None:
+                    self._conn.execute(*remove)
+                return self._conn.execute(sql, values).rowcount > 0
         except sqlite3.Error as error:
             raise self._fail(_reason(error)) from None
 
@@ -280,19 +318,23 @@ class Store:
         provenance: dict[str, Any],
         created_at: float | None = None,
     ) -> None:
-        """Store the pretrained model's accuracies (A_pre); an existing key is refused."""
+        """Store the pretrained model's accuracies (A_pre) once: other accuracies under a stored key are refused,
+        the same ones (a concurrent run's) are kept once."""
         expected = cell_key(identity)
         if key != expected:
             raise ValueError(f"pretrained key {key!r} does not match its identity (expected {expected!r})")
         when = time.time() if created_at is None else created_at
         values = [key, suite, pretrain, _dumps(identity), _dumps(accuracies), _dumps(provenance), when]
         placeholders = ", ".join("?" for _ in _PRETRAINED_COLUMNS)
-        self._insert(
-            f"INSERT INTO pretrained ({', '.join(_PRETRAINED_COLUMNS)}) VALUES ({placeholders})",
-            values,
-            "pretrained evaluation",
-            key,
-        )
+        sql = f"INSERT OR IGNORE INTO pretrained ({', '.join(_PRETRAINED_COLUMNS)}) VALUES ({placeholders})"
+        if self._insert(sql, values):
+            return
+        existing = self.get_pretrained(key)
+        if existing is None or canonical_json(existing["identity"]) != canonical_json(identity):
+            raise StoreError(f"results store {self.path}: pretrained evaluation {key} is stored with another "
+                             "identity than its key says; the row is damaged")
+        if existing["accuracies"] != accuracies:
+            raise ValueError(f"pretrained evaluation {key} is already stored; results are never overwritten")
 
     @staticmethod
     def _pretrained_row(row: dict[str, Any]) -> dict[str, Any]:

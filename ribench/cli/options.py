@@ -27,6 +27,22 @@ def seed_list(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got '{value}'") from None
 
 
+def thread_count(value: str) -> int:
+    """--threads: a whole number of CPU threads, at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number of at least 1, got '{value}'")
+    return number
+
+
+def add_retry_failed(parser) -> None:
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run again the cells stored as failed (diverged); finished cells are never rerun")
+
+
 def add_suite_options(parser) -> None:
     """--suite, --pretrain, --store, --data-root: which results or data a command works on."""
     parser.add_argument("--suite", default="rib-mini", help="suite name (default: rib-mini)")

@@ -149,8 +149,14 @@ def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, met
     suite = SUITES.get(suite_name)()
     suite.attach_data(data_root)
     method_cls, _, label = resolve_label(method)
-    with Store(store_path) as store:
+    with Store(store_path, readonly=True) as store:
         latest, cells = latest_cells(store, suite.name, pretrain, label)
+        _, failed = latest_cells(store, suite.name, pretrain, label, status="failed")
+    if failed:
+        first = failed[0]
+        raise RibenchError(f"cannot submit {label}: {len(failed)} of its cells failed ({first.dataset}, seed "
+                           f"{first.seed}: {first.failure()}); an entry is made from finished cells only "
+                           "(rerun them with 'ribench run --retry-failed' or change the settings)")
     if latest["identity"]["manifests"] != suite.manifest_hash():
         raise RibenchError(f"cannot submit {label}: the stored results of {suite.name}/{pretrain} were made "
                            "with other data manifests than this ribench's")

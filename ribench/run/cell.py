@@ -17,6 +17,7 @@ from ribench import __version__
 from ribench.data.features import cached_features
 from ribench.data.splits import holdout
 from ribench.engine.evaluate import accuracy, evaluate_all
+from ribench.engine.trainer import Diverged, check_finite_weights
 from ribench.run.spec import Cell, RunSpec, fit_context
 from ribench.store import CellRecord
 
@@ -53,6 +54,25 @@ def evaluate_pretrained(spec: RunSpec, pretrained) -> dict:
     return accuracies
 
 
+FAILED = "failed"     # a diverged cell: stored so it is not silently recomputed, never reported as a result
+
+
+def _fit(method, ctx) -> dict:
+    """method.fit, then a check that the fitted weights are finite; raises Diverged otherwise."""
+    timings = method.fit(ctx)
+    check_finite_weights(ctx.model, ctx.step)
+    return timings
+
+
+def failed_record(spec: RunSpec, pretrained, cell: Cell, error: Diverged, started: float) -> CellRecord:
+    """The row of a cell whose training diverged: no accuracies, the step and what became non-finite."""
+    return CellRecord(
+        key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
+        label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity, accuracies={},
+        status=FAILED, details={"diverged": {"step": error.step, "what": error.what, "detail": error.detail}},
+        timings={"total_s": time.perf_counter() - started}, provenance=provenance(spec, pretrained))
+
+
 def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingredients=None):
     """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all.
 
@@ -63,7 +83,10 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
-    timings = method.fit(ctx)
+    try:
+        timings = _fit(method, ctx)
+    except Diverged as error:
+        return ctx.model, failed_record(spec, pretrained, cell, error, start)
     learned = method.learned(ctx)
     model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
     t_eval = time.perf_counter()
@@ -97,7 +120,10 @@ def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, train=fit, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
-    timings = method.fit(ctx)
+    try:
+        timings = _fit(method, ctx)
+    except Diverged as error:
+        return ctx.model, failed_record(spec, pretrained, cell, error, start)
     t_eval = time.perf_counter()
     size = spec.protocol.eval_batch_size
     accuracies = {"heldout": accuracy(ctx.model, pretrained.preprocess, held_out, size, spec.device),

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ribench.catalog import METHODS
 from ribench.engine.compose import resolve_method
 from ribench.errors import RibenchError
-from ribench.run.cell import load_pretrained, pretrained_identity, provenance
+from ribench.run.cell import FAILED, load_pretrained, pretrained_identity, provenance
 from ribench.run.executor import Executor, LocalExecutor
 from ribench.run.labels import method_label
 from ribench.run.spec import RunSpec, ingredient_spec, ingredient_specs, plan
@@ -63,11 +63,16 @@ def pretrained_accuracies(spec: RunSpec, pretrained, store: Store, executor: Exe
 
 
 FINISHED = ("done", "selection")     # a selection cell is finished too; it is kept out of reports
+# A cell stored as FAILED (it diverged) is not finished: it is skipped, not recomputed, unless retried.
+
+
+def _status(store: Store, key: str) -> str | None:
+    record = store.get(key)
+    return None if record is None else record.status
 
 
 def _done(store: Store, key: str) -> bool:
-    record = store.get(key)
-    return record is not None and record.status in FINISHED
+    return _status(store, key) in FINISHED
 
 
 def _max_difference(a: dict, b: dict) -> float:
@@ -77,8 +82,8 @@ def _max_difference(a: dict, b: dict) -> float:
 class Plan:
     """The tasks of one or more runs, ingredients before the cells that need them, each cell once."""
 
-    def __init__(self, store: Store, log=print, threads: int | None = None):
-        self.store, self.log, self.threads = store, log, threads
+    def __init__(self, store: Store, log=print, threads: int | None = None, retry_failed: bool = False):
+        self.store, self.log, self.threads, self.retry_failed = store, log, threads, retry_failed
         self.tasks: dict[str, CellTask] = {}
 
     def add(self, spec: RunSpec, pretrained, pre_acc: dict, keep: bool | None = None) -> tuple[int, int]:
@@ -90,6 +95,11 @@ class Plan:
             needs[name] = {(c.dataset, c.seed): c.key for c in plan(sub, pretrained)}
         keep = keeps_weights(spec) if keep is None else keep
         cells = plan(spec, pretrained)
+        failed = [c for c in cells if _status(self.store, c.key) == FAILED]
+        if failed and not self.retry_failed:
+            self.log(f"{len(failed)} {spec.label} cell(s) are stored as failed (diverged); skipping them "
+                     "(pass --retry-failed to run them again)")
+            cells = [c for c in cells if c not in failed]
         pending = [c for c in cells if not _done(self.store, c.key) or (keep and not self.store.has_weights(c.key))]
         refit = sum(1 for c in pending if _done(self.store, c.key))
         if len(pending) < len(cells):
@@ -118,8 +128,10 @@ class Plan:
             if weights is not None:
                 self.store.save_weights(task.key, weights)
             stored = self.store.get(task.key)
+            if record.status == FAILED:
+                self.log(f"warning: {task.describe()} {record.failure()}; stored as failed, not as a result")
             if stored is None or stored.status not in FINISHED:
-                self.store.put(record)
+                self.store.put(record, replace_failed=stored is not None and stored.status == FAILED)
             elif _max_difference(stored.accuracies, record.accuracies) > 0:
                 self.log(f"note: {task.describe()} trained again for its weights differs from the stored cell by "
                          f"up to {_max_difference(stored.accuracies, record.accuracies):.2%}; "
@@ -146,14 +158,15 @@ class Plan:
 
 
 def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = None, progress: bool = True,
-              log=print, threads: int | None = None, pretrained=None, keep_weights: bool | None = None) -> dict:
+              log=print, threads: int | None = None, pretrained=None, keep_weights: bool | None = None,
+              retry_failed: bool = False) -> dict:
     """Run every missing cell of several runs as one plan (each pretrained model loaded and evaluated once).
 
     Returns {"planned": cells asked for, "ran": cells run, "pretrained": {pretrain: A_pre}}.
     """
     executor = executor or LocalExecutor()
     loaded: dict[tuple, object] = {}
-    work = Plan(store, log, threads)
+    work = Plan(store, log, threads, retry_failed)
     planned = ran = 0
     accuracies = {}
     try:
@@ -175,7 +188,8 @@ def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = No
 
 
 def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print,
-            keep_weights: bool | None = None, executor: Executor | None = None, threads: int | None = None) -> dict:
+            keep_weights: bool | None = None, executor: Executor | None = None, threads: int | None = None,
+            retry_failed: bool = False) -> dict:
     """Run every planned cell of one run not yet in the store; returns counts and the pretrained accuracies."""
-    counts = run_specs([spec], store, executor, progress, log, threads, pretrained, keep_weights)
+    counts = run_specs([spec], store, executor, progress, log, threads, pretrained, keep_weights, retry_failed)
     return {**counts, "pretrained": counts["pretrained"][spec.preset.name]}

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from ribench.errors import ConfigError
+from ribench.errors import ConfigError, RibenchError
 from ribench.run.executor import Executor
 from ribench.run.cell import load_pretrained
 from ribench.run.runner import run_specs
@@ -49,6 +49,12 @@ def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=No
     return base, runs
 
 
+def _heldout(store: Store, key: str) -> float | None:
+    """A selection cell's held-out accuracy; None for a cell that failed (diverged)."""
+    record = store.get(key)
+    return None if record is None or "heldout" not in record.accuracies else record.accuracies["heldout"]
+
+
 def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executor | None = None,
          overrides=(), datasets=None, includes=(), progress: bool = True, log=print, **where) -> dict:
     """Run (or resume) a method's selection; returns its choice (written nowhere yet)."""
@@ -58,16 +64,21 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
         log(f"{base.label} tunes {recipe.tune} at {recipe.lr_from}'s chosen lr ({base.protocol.lr:g})")
     run_specs([spec for _, spec in runs], store, executor, progress=progress, log=log, keep_weights=False)
     pretrained = load_pretrained(base, "cpu")
-    per_dataset = {value: {c.dataset: store.get(c.key).accuracies["heldout"] for c in plan(spec, pretrained)}
+    per_dataset = {value: {c.dataset: _heldout(store, c.key) for c in plan(spec, pretrained)}
                    for value, spec in runs}
-    scores = {value: sum(accs.values()) / len(accs) for value, accs in per_dataset.items()}
+    # A candidate with a failed (diverged) cell has no score: it is never chosen.
+    scores = {value: None if None in accs.values() else sum(accs.values()) / len(accs)
+              for value, accs in per_dataset.items()}
     grid = [value for value, _ in runs]
+    if all(score is None for score in scores.values()):
+        raise RibenchError(f"every {recipe.tune} candidate of {base.label} diverged on held-out train data; "
+                           "nothing to choose (see 'ribench results' for the failed cells)")
     middle = len(grid) // 2       # ties go to the value nearest the recipe's
-    best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - middle)))
+    best = max((v for v in grid if scores[v] is not None), key=lambda v: (scores[v], -abs(grid.index(v) - middle)))
     pre = {c.dataset: store.get(c.key).accuracies["pretrained_heldout"] for c in plan(runs[0][1], pretrained)}
     return {
         "method": method_label(base.method_cls, base.method_config), "tune": recipe.tune, "value": best, "grid": grid,
-        "heldout_acc": {repr(v): round(scores[v], 6) for v in grid},
+        "heldout_acc": {repr(v): None if scores[v] is None else round(scores[v], 6) for v in grid},
         "pretrained_heldout_acc": round(sum(pre.values()) / len(pre), 6),
         "datasets": list(runs[0][1].datasets), "seed": SELECTION_SEED, "holdout": HOLDOUT,
         "overrides": list(overrides),
