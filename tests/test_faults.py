@@ -121,3 +121,115 @@ def test_submit_refuses_a_method_with_failed_cells(capsys, tmp_path, clip):
                              "--method", "ft", "--store", store, "--root", str(tmp_path / "lb"))
     one_line_error(code, err, "cannot submit ft: 1 of its cells failed", "diverged at step 3")
     assert not (tmp_path / "lb").exists()
+
+
+# -- 1, 2. leaderboard check and build never write outside the root and are atomic -----------------------
+REPO = HERE.parent
+
+
+def board(tmp_path, methods=("ft", "zeroshot")):
+    """A copy of two shipped rib-mini entries in tmp/repo/leaderboards, a README.md above it to guard."""
+    repo = tmp_path / "repo"
+    root = repo / "leaderboards"
+    (root / "rib-mini" / "mini-clip").mkdir(parents=True)
+    for method in methods:
+        source = REPO / "leaderboards" / "rib-mini" / "mini-clip" / f"{method}.json"
+        (root / "rib-mini" / "mini-clip" / f"{method}.json").write_bytes(source.read_bytes())
+    (repo / "README.md").write_text("the project's own README\n")
+    return repo, root
+
+
+def entry_of(root, method="ft"):
+    return json.loads((root / "rib-mini" / "mini-clip" / f"{method}.json").read_text())
+
+
+def snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("suite", ["..", "ABSOLUTE"])
+def test_a_symlinked_entry_cannot_make_build_write_outside_the_root(capsys, tmp_path, suite):
+    repo, root = board(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.png").write_bytes(b"png")
+    entry = entry_of(root)
+    entry["suite"] = str(outside) if suite == "ABSOLUTE" else suite
+    entry["method"]["label"] = "evil"
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps(entry))
+    (root / "rib-mini" / "mini-clip" / "evil.json").symlink_to(evil)
+    before = snapshot(tmp_path)
+    code, out, err = run_cli(capsys, "leaderboard", "check", "--root", str(root))
+    assert code == 2 and "evil.json" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "leaderboard", "build", "--root", str(root))
+    one_line_error(code, err, "evil.json")
+    assert snapshot(tmp_path) == before            # nothing written, nothing deleted, anywhere
+
+
+def test_suite_and_pretrain_must_be_plain_folder_names():
+    from ribench.leaderboard.schema import validate_entry
+
+    entry = entry_of(REPO / "leaderboards")
+    for field, bad in (("suite", ".."), ("suite", "/etc"), ("pretrain", "a/b"), ("pretrain", ".")):
+        problems = validate_entry({**entry, field: bad})
+        assert any(f"field '{field}'" in p for p in problems), (field, bad, problems)
+
+
+def test_huge_numbers_are_refused_by_check_and_build_changes_nothing(capsys, tmp_path):
+    repo, root = board(tmp_path)
+    assert run_cli(capsys, "leaderboard", "build", "--root", str(root))[0] == 0
+    built = snapshot(root)
+    entry = entry_of(root, "zeroshot")
+    entry["metrics"]["mRI"]["ci95"] = [-1e308, 1e308]
+    (root / "rib-mini" / "mini-clip" / "zeroshot.json").write_text(json.dumps(entry))
+    code, out, err = run_cli(capsys, "leaderboard", "check", "--root", str(root))
+    assert code == 2 and "metrics.mRI.ci95" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "leaderboard", "build", "--root", str(root))
+    one_line_error(code, err, "metrics.mRI.ci95")
+    after = snapshot(root)
+    del after["rib-mini/mini-clip/zeroshot.json"], built["rib-mini/mini-clip/zeroshot.json"]
+    assert after == built
+
+
+def test_a_build_that_fails_midway_leaves_the_previous_pages_and_plots(capsys, tmp_path, monkeypatch):
+    from ribench.leaderboard import plots
+
+    repo, root = board(tmp_path)
+    assert run_cli(capsys, "leaderboard", "build", "--root", str(root))[0] == 0
+    built = snapshot(root)
+    assert any(name.startswith("rib-mini/plots/") for name in built)
+
+    def explode(*args, **kwargs):
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(plots, "id_vs_ood", explode)
+    code, out, err = run_cli(capsys, "leaderboard", "build", "--root", str(root))
+    one_line_error(code, err, "nothing was changed", "OverflowError")
+    assert snapshot(root) == built
+    assert sorted(p.name for p in (root / "rib-mini").iterdir()) == sorted(
+        {Path(name).parts[1] for name in built if name.startswith("rib-mini/")})   # no temporary folder left
+
+
+def test_deeply_nested_and_oversized_entries_are_one_problem_each(capsys, tmp_path):
+    repo, root = board(tmp_path, methods=("ft",))
+    folder = root / "rib-mini" / "mini-clip"
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "big.json").write_text(json.dumps({"x": "a" * (3 << 20)}))
+    code, out, err = run_cli(capsys, "leaderboard", "check", "--root", str(root))
+    assert code == 2 and "Traceback" not in err and "RecursionError" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert any("deep.json" in line and "nested deeper than" in line for line in lines)
+    assert any("big.json" in line and "larger than" in line for line in lines)
+
+
+def test_readme_escapes_entry_text(capsys, tmp_path):
+    repo, root = board(tmp_path, methods=("ft",))
+    entry = entry_of(root)
+    entry["method"]["hyperparameters"] = {"note": "<script>alert(1)</script> **bold** [x](javascript:y)"}
+    (root / "rib-mini" / "mini-clip" / "ft.json").write_text(json.dumps(entry))
+    assert run_cli(capsys, "leaderboard", "build", "--root", str(root))[0] == 0
+    readme = (root / "rib-mini" / "README.md").read_text()
+    assert "<script>" not in readme and "&lt;script&gt;" in readme
+    assert "**bold**" not in readme and "](javascript" not in readme
