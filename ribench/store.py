@@ -125,7 +125,8 @@ CREATE TABLE IF NOT EXISTS cells (
     details TEXT NOT NULL,
     timings TEXT NOT NULL,
     provenance TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    checksum TEXT
 );
 CREATE INDEX IF NOT EXISTS cells_by_run ON cells (suite, pretrain, method, label);
 CREATE TABLE IF NOT EXISTS pretrained (
@@ -135,7 +136,14 @@ CREATE TABLE IF NOT EXISTS pretrained (
     identity TEXT NOT NULL,
     accuracies TEXT NOT NULL,
     provenance TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    checksum TEXT
+);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    expires REAL NOT NULL
 );
 """
 
@@ -149,6 +157,15 @@ _PRETRAINED_COLUMNS = "key suite pretrain identity accuracies provenance created
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def row_checksum(values: list) -> str:
+    """sha256 of a row's stored column values: a digit changed in the file is caught on read."""
+    return hashlib.sha256(json.dumps(values, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _reason(error: BaseException) -> str:
@@ -165,6 +182,8 @@ class Store:
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self.readonly = readonly
         self._conn = self._open_readonly() if readonly else self._open()
+        checksummed = {table: "checksum" in _columns(self._conn, table) for table in ("cells", "pretrained")}
+        self._checksum = {table: "checksum" if found else "NULL AS checksum" for table, found in checksummed.items()}
 
     # -- opening ------------------------------------------------------------
     def _fail(self, reason: str) -> StoreError:
@@ -188,6 +207,9 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=30.0)
             with conn:
                 conn.executescript(_SCHEMA)
+                for table in ("cells", "pretrained"):       # stores made before rows carried a checksum
+                    if "checksum" not in _columns(conn, table):
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT")
             conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails now if writing would fail later
             conn.rollback()
         except sqlite3.Error as error:
@@ -235,16 +257,33 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"cannot read results store {self.path}: {_reason(error)}") from None
 
-    @staticmethod
-    def _record(row: dict[str, Any]) -> CellRecord:
-        values = {name: json.loads(row[name]) if name in _JSON_CELL_COLUMNS else row[name] for name in _CELL_COLUMNS}
-        return CellRecord(**values)
+    def _damaged(self, what: str, key: str, why: str) -> StoreError:
+        return StoreError(f"results store {self.path}: the stored {what} {key} is damaged ({why}); the store "
+                          "was changed outside ribench: restore it from a copy, or delete that row to recompute it")
+
+    def _decoded(self, row: dict[str, Any], columns: list[str], decoded: set[str], what: str) -> dict[str, Any]:
+        """A row's values with its JSON columns decoded, after its checksum (when it has one) is verified."""
+        if row.get("checksum") is not None and row_checksum([row[name] for name in columns]) != row["checksum"]:
+            raise self._damaged(what, row["key"], "its checksum does not match its values")
+        try:
+            return {name: json.loads(row[name]) if name in decoded else row[name] for name in columns}
+        except (TypeError, ValueError) as error:
+            raise self._damaged(what, row["key"], f"bad JSON: {_reason(error)}") from None
+
+    def _record(self, row: dict[str, Any]) -> CellRecord:
+        try:
+            return CellRecord(**self._decoded(row, _CELL_COLUMNS, _JSON_CELL_COLUMNS, "cell"))
+        except TypeError as error:
+            raise self._damaged("cell", row["key"], _reason(error)) from None
+
+    def _select(self, table: str, columns: list[str]) -> str:
+        return f"SELECT {', '.join(columns)}, {self._checksum[table]} FROM {table}"
 
     def has(self, key: str) -> bool:
         return bool(self._read("SELECT 1 FROM cells WHERE key = ?", (key,)))
 
     def get(self, key: str) -> CellRecord | None:
-        rows = self._read(f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells WHERE key = ?", (key,))
+        rows = self._read(self._select("cells", _CELL_COLUMNS) + " WHERE key = ?", (key,))
         return self._record(rows[0]) if rows else None
 
     def put(self, record: CellRecord, replace_failed: bool = False) -> CellRecord:
@@ -263,8 +302,9 @@ class Store:
         for name in _CELL_COLUMNS:
             value = getattr(stored, name)
             values.append(_dumps(value) if name in _JSON_CELL_COLUMNS else value)
-        placeholders = ", ".join("?" for _ in _CELL_COLUMNS)
-        sql = f"INSERT OR IGNORE INTO cells ({', '.join(_CELL_COLUMNS)}) VALUES ({placeholders})"
+        values.append(row_checksum(values))
+        placeholders = ", ".join("?" for _ in range(len(_CELL_COLUMNS) + 1))
+        sql = f"INSERT OR IGNORE INTO cells ({', '.join(_CELL_COLUMNS)}, checksum) VALUES ({placeholders})"
         remove = ("DELETE FROM cells WHERE key = ? AND status = 'failed'", (record.key,)) if replace_failed else None
         if self._insert(sql, values, remove):
             return stored
@@ -298,7 +338,7 @@ class Store:
         filters = {"suite": suite, "pretrain": pretrain, "method": method, "label": label, "status": status}
         where = [f"{name} = ?" for name, value in filters.items() if value is not None]
         params = tuple(value for value in filters.values() if value is not None)
-        sql = f"SELECT {', '.join(_CELL_COLUMNS)} FROM cells"
+        sql = self._select("cells", _CELL_COLUMNS)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, key"
@@ -325,8 +365,9 @@ class Store:
             raise ValueError(f"pretrained key {key!r} does not match its identity (expected {expected!r})")
         when = time.time() if created_at is None else created_at
         values = [key, suite, pretrain, _dumps(identity), _dumps(accuracies), _dumps(provenance), when]
-        placeholders = ", ".join("?" for _ in _PRETRAINED_COLUMNS)
-        sql = f"INSERT OR IGNORE INTO pretrained ({', '.join(_PRETRAINED_COLUMNS)}) VALUES ({placeholders})"
+        values.append(row_checksum(values))
+        placeholders = ", ".join("?" for _ in range(len(_PRETRAINED_COLUMNS) + 1))
+        sql = f"INSERT OR IGNORE INTO pretrained ({', '.join(_PRETRAINED_COLUMNS)}, checksum) VALUES ({placeholders})"
         if self._insert(sql, values):
             return
         existing = self.get_pretrained(key)
@@ -336,20 +377,19 @@ class Store:
         if existing["accuracies"] != accuracies:
             raise ValueError(f"pretrained evaluation {key} is already stored; results are never overwritten")
 
-    @staticmethod
-    def _pretrained_row(row: dict[str, Any]) -> dict[str, Any]:
-        decoded = ("identity", "accuracies", "provenance")
-        return {name: json.loads(row[name]) if name in decoded else row[name] for name in _PRETRAINED_COLUMNS}
+    def _pretrained_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self._decoded(row, _PRETRAINED_COLUMNS, {"identity", "accuracies", "provenance"},
+                             "pretrained evaluation")
 
     def get_pretrained(self, key: str) -> dict[str, Any] | None:
-        rows = self._read(f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained WHERE key = ?", (key,))
+        rows = self._read(self._select("pretrained", _PRETRAINED_COLUMNS) + " WHERE key = ?", (key,))
         return self._pretrained_row(rows[0]) if rows else None
 
     def pretrained(self, suite: str | None = None, pretrain: str | None = None) -> list[dict[str, Any]]:
         """Pretrained evaluations, oldest first: of one suite and pretrain, or (no filter) all."""
         filters = {"suite": suite, "pretrain": pretrain}
         where = [f"{name} = ?" for name, value in filters.items() if value is not None]
-        sql = f"SELECT {', '.join(_PRETRAINED_COLUMNS)} FROM pretrained"
+        sql = self._select("pretrained", _PRETRAINED_COLUMNS)
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._read(sql + " ORDER BY created_at, key", tuple(v for v in filters.values() if v is not None))

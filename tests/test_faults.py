@@ -233,3 +233,129 @@ def test_readme_escapes_entry_text(capsys, tmp_path):
     readme = (root / "rib-mini" / "README.md").read_text()
     assert "<script>" not in readme and "&lt;script&gt;" in readme
     assert "**bold**" not in readme and "](javascript" not in readme
+
+
+# -- 6. every bad value is one line, exit 2, before any training --------------------------------------
+@pytest.mark.parametrize("extra, expected", [
+    (["--seeds", "-1"], "bad seed -1"),
+    (["--seeds", "0,0"], "seed 0 is given twice"),
+    (["--seeds", ","], "no seeds given"),
+    (["--seeds", "a"], "seeds must be integers"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--threads", "-1"], "--threads must be a whole number of at least 1"),
+    (["--set", "momentum=-1"], "bad value for momentum: -1.0 (must be between 0.0 and 1.0)"),
+    (["--set", "weight_decay=-1"], "bad value for weight_decay"),
+    (["--set", "warmup_steps=-5"], "bad value for warmup_steps: -5 (must be at least 0)"),
+    (["--set", "eval_batch_size=0"], "bad value for eval_batch_size: 0"),
+    (["--datasets", ","], "expected comma-separated names"),
+    (["--suite", "imagenet-rib", "--pretrain", "mini-sup"], "pretrain 'mini-sup' knows only rib-mini's 10 classes"),
+    (["--suite", "imagenet-rib"], "pretrain 'mini-clip' knows only rib-mini's 10 classes"),
+])
+def test_bad_run_values_are_one_line_before_any_work(capsys, tmp_path, extra, expected):
+    store = tmp_path / "s.sqlite"
+    argv = ["run", "--include", TINY, "--method", "ft", "--no-progress", "--store", str(store), *extra]
+    if "--suite" not in extra:
+        argv += ["--suite", "rib-tiny"]
+    code, out, err = run_cli(capsys, *argv)
+    one_line_error(code, err, expected)
+    assert not store.exists()
+
+
+PLUGIN_FIT_RAISES = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS
+from ribench.engine.method import Method
+
+
+@METHODS.register("fit-raises")
+class FitRaises(Method):
+    name = "fit-raises"
+    description = "a plug-in whose fit raises"
+    paper = "none (a test)"
+
+    @dataclass
+    class Config:
+        pass
+
+    def fit(self, ctx):
+        raise AssertionError("plug-in bug")
+
+
+@METHODS.register("fit-exits")
+class FitExits(FitRaises):
+    name = "fit-exits"
+
+    def fit(self, ctx):
+        raise SystemExit("plug-in called sys.exit")
+'''
+
+
+def test_a_plugin_whose_fit_raises_is_named_by_its_cell_in_one_line(capsys, tmp_path):
+    plugin = tmp_path / "fit_raises.py"
+    plugin.write_text(PLUGIN_FIT_RAISES)
+    code, out, err = run_cli(capsys, *tiny_run("--include", str(plugin), "--method", "fit-raises",
+                                               "--store", str(tmp_path / "s.sqlite")))
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ribench: error: 1 of 1 cell(s) failed")
+    assert "fit-raises on sketch, seed 0 failed: AssertionError: plug-in bug" in last
+    code, out, err = run_cli(capsys, *tiny_run("--include", str(plugin), "--method", "fit-exits",
+                                               "--store", str(tmp_path / "s.sqlite")))
+    assert code == 2 and "fit-exits on sketch, seed 0 failed: SystemExit: plug-in called sys.exit" in err
+
+
+def test_bad_json_or_changed_digits_in_a_stored_row_are_one_line(capsys, tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    assert run_cli(capsys, *tiny_run("--method", "zeroshot", "--store", store))[0] == 0
+    results = ["results", "--include", TINY, "--suite", "rib-tiny", "--store", store]
+    with sqlite3.connect(store) as db:
+        accuracies = db.execute("SELECT accuracies FROM cells").fetchone()[0]
+        changed = accuracies.replace("0.", "0.9", 1)
+        db.execute("UPDATE cells SET accuracies = ?", (changed,))
+    code, out, err = run_cli(capsys, *results)
+    one_line_error(code, err, "damaged", "checksum")
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE cells SET accuracies = ?", ("{not json",))
+    code, out, err = run_cli(capsys, *results)
+    one_line_error(code, err, "damaged")
+
+
+def _crafted_pickle(path):
+    import torch
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {path}.ran",))
+
+    torch.save({"x": RunsCode()}, path)
+
+
+def test_weights_files_that_cannot_be_loaded_are_one_line(capsys, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from ribench.pretrains.mini import weights_file
+
+    crafted = tmp_path / "crafted.bin"
+    _crafted_pickle(crafted)
+    other = tmp_path / "mini-clip-as-bin.bin"
+    torch.save(load_file(str(weights_file("mini-clip"))), other)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(weights_file("mini-clip").read_bytes()[:5000])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    cases = [
+        ("laion2b", crafted, "holds pickled Python objects besides tensors"),
+        ("laion2b", other, "is not an open_clip ViT-B-16 checkpoint"),
+        ("mini-clip", truncated, "is not mini-clip weights"),
+        ("mini-clip", garbage, "SafetensorError"),
+        ("mini-clip", weights_file("mini-sup"), "KeyError"),
+        ("mini-sup", weights_file("mini-clip"), "is not mini-sup weights"),
+    ]
+    for pretrain, path, expected in cases:
+        store = tmp_path / "s.sqlite"
+        code, out, err = run_cli(capsys, "run", "--method", "zeroshot", "--pretrain", pretrain, "--weights", str(path),
+                                 "--store", str(store))
+        one_line_error(code, err, str(path), expected)
+        assert "weights_only" not in err and not store.exists()
+    assert not Path(f"{crafted}.ran").exists()

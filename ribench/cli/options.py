@@ -12,7 +12,11 @@ STORE_HELP = "results database (default: $RIBENCH_STORE or ~/.local/share/ribenc
 
 
 def csv_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """Comma-separated names; an option given with no name at all (',') is an error, not 'all'."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {value!r}")
+    return names
 
 
 def method_list(value: str) -> list[str]:
@@ -22,7 +26,7 @@ def method_list(value: str) -> list[str]:
 
 def seed_list(value: str) -> list[int]:
     try:
-        return [int(v) for v in csv_list(value)]
+        return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got '{value}'") from None
 

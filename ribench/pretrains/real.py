@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ribench.errors import ConfigError, MissingWeightsError, RibenchError
+from ribench.errors import ConfigError, MissingWeightsError
 from ribench.data.images import ImageGeometry
 from ribench.paths import cache_dir
-from ribench.pretrains.base import ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file
+from ribench.pretrains.base import (ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file,
+                                   unloadable)
 from ribench.pretrains.presets import PretrainPreset, weights_dir
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -86,11 +87,6 @@ def find_weights(preset: str, source: WeightSource, weights=None, what: str = ""
     raise MissingWeightsError(
         f"pretrain '{preset}' needs {where} ({what}, published at {source.url}); pass --weights PATH, "
         f"put it under $RIBENCH_WEIGHTS/{preset}/ or in the local Hugging Face cache{hint}")
-
-
-def _one_line(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 300 else text[:300] + " ..."
 
 
 def _resizing(preprocess, size: int):
@@ -210,9 +206,8 @@ class ClipSpec:
 
         try:
             clip = open_clip.create_model(self.architecture, pretrained=str(path), **self.model_kwargs)
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise RibenchError(f"{path} is not an open_clip {self.architecture} checkpoint "
-                               f"(pretrain '{self.name}'): {_one_line(exc)}") from None
+        except Exception as exc:       # open_clip asserts on a checkpoint of another architecture
+            raise unloadable(path, f"an open_clip {self.architecture} checkpoint (pretrain '{self.name}')", exc) from None
         clip.eval()
         tokenizer = open_clip.get_tokenizer(self.architecture, context_length=clip.context_length)
         size = clip.visual.image_size
@@ -261,9 +256,8 @@ class TimmSpec:
             vit = timm.create_model(self.model_name, pretrained=True,
                                     pretrained_cfg_overlay=dict(file=str(path), num_classes=self.num_classes),
                                     **self.model_kwargs)
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise RibenchError(f"{path} is not a {self.model_name} checkpoint (pretrain '{self.name}'): "
-                               f"{_one_line(exc)}") from None
+        except Exception as exc:
+            raise unloadable(path, f"a {self.model_name} checkpoint (pretrain '{self.name}')", exc) from None
         vit.eval()
         cfg = vit.pretrained_cfg
         size = int(vit.patch_embed.img_size[0])
