@@ -359,3 +359,38 @@ def test_weights_files_that_cannot_be_loaded_are_one_line(capsys, tmp_path):
         one_line_error(code, err, str(path), expected)
         assert "weights_only" not in err and not store.exists()
     assert not Path(f"{crafted}.ran").exists()
+
+
+# -- 7. results, leaderboard and distance only read the store -------------------------------------------
+def test_results_on_a_missing_store_creates_nothing(capsys, tmp_path):
+    missing = tmp_path / "no" / "such" / "results.sqlite"
+    code, out, err = run_cli(capsys, "results", "--store", str(missing))
+    one_line_error(code, err, f"no results store at {missing}")
+    code, out, err = run_cli(capsys, "leaderboard", "submit", "--method", "ft", "--store", str(missing),
+                             "--root", str(tmp_path / "lb"))
+    one_line_error(code, err, "no results store at")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_read_while_another_process_writes(capsys, tmp_path):
+    import time
+
+    from ribench.store import Store
+
+    store = tmp_path / "s.sqlite"
+    assert run_cli(capsys, *tiny_run("--method", "zeroshot", "--store", str(store)))[0] == 0
+    before = store.read_bytes()
+    writer = sqlite3.connect(store)
+    writer.execute("BEGIN IMMEDIATE")          # a run holding the write lock
+    try:
+        start = time.monotonic()
+        code, out, err = run_cli(capsys, "results", "--include", TINY, "--suite", "rib-tiny", "--store", str(store))
+        assert code == 0, err
+        assert "zeroshot" in out and time.monotonic() - start < 20
+        with Store(store, readonly=True) as reader:
+            with pytest.raises(Exception):
+                reader._conn.execute("CREATE TABLE x (y)")
+    finally:
+        writer.rollback()
+        writer.close()
+    assert store.read_bytes() == before
