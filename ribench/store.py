@@ -15,11 +15,11 @@ import json
 import math
 import os
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ribench.cachefile import atomic_write
 from ribench.errors import StoreError
 
 __all__ = ["CellRecord", "Store", "cell_key", "default_store_path"]
@@ -407,36 +407,44 @@ class Store:
         return self.weights_path(key).is_file()
 
     def save_weights(self, key: str, state_dict: Mapping[str, Any]) -> Path:
-        """Write a state dict of tensors atomically (temp file, then rename)."""
+        """Write a state dict of tensors atomically (temp file, then rename), with the sha256 of its tensors;
+        a failure (a full disk) is one StoreError line and leaves no temporary file."""
         from safetensors.torch import save_file
 
         target = self.weights_path(key)
         # Own CPU copies: safetensors refuses tied/shared or non-contiguous tensors.
         tensors = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state_dict.items()}
-        tmp_name = None
-        try:
-            self.weights_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.weights_dir)
-            os.close(fd)
-            save_file(tensors, tmp_name, metadata={"cell_key": key})
-            with open(tmp_name, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)
-            tmp_name = None
-        except OSError as error:
-            raise StoreError(f"cannot write weights {target}: {_reason(error)}") from None
-        finally:
-            if tmp_name is not None and os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-        return target
+        metadata = {"cell_key": key, "tensors_sha256": tensors_sha256(tensors)}
+        return atomic_write(target, lambda name: save_file(tensors, name, metadata=metadata), "weights",
+                            error_type=StoreError)
 
     def load_weights(self, key: str, device: str = "cpu") -> dict[str, Any]:
+        """The stored tensors of a cell, checked against the hash they were written with."""
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         target = self.weights_path(key)
         if not target.is_file():
             raise StoreError(f"no stored weights for cell {key} (expected {target})")
         try:
-            return load_file(str(target), device=device)
+            with safe_open(str(target), "pt") as handle:
+                expected = (handle.metadata() or {}).get("tensors_sha256")
+            tensors = load_file(str(target), device="cpu")
         except Exception as error:  # a corrupt file is a store problem, not a traceback
             raise StoreError(f"cannot read weights {target}: {type(error).__name__}: {_reason(error)}") from None
+        if expected is not None and tensors_sha256(tensors) != expected:
+            raise StoreError(f"stored weights {target} are damaged (their tensors do not match the hash they were "
+                             "written with); delete the file and run the same command to train that cell again")
+        return {name: tensor.to(device) for name, tensor in tensors.items()} if device != "cpu" else tensors
+
+
+def tensors_sha256(tensors: Mapping[str, Any]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of CPU tensors, in name order."""
+    import torch            # the store itself opens without torch (ribench results, leaderboard)
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -394,3 +394,85 @@ def test_results_read_while_another_process_writes(capsys, tmp_path):
         writer.rollback()
         writer.close()
     assert store.read_bytes() == before
+
+
+# -- 4. every cached artefact carries a hash; writes are atomic and leave nothing behind ------------------
+def test_damaged_feature_caches_are_rebuilt_never_used(clip, tiny_suite, tmp_path, monkeypatch):
+    import numpy as np
+
+    from ribench.data.features import cached_features
+
+    monkeypatch.setenv("RIBENCH_CACHE", str(tmp_path))
+    split = tiny_suite.train_split("sketch")
+    genuine = cached_features(clip, split, "train", 200)
+    [path] = list((tmp_path / "features").rglob("*.npz"))
+    original = path.read_bytes()
+    damages = {
+        "zeroed": lambda: np.savez(path, features=np.zeros_like(genuine)),       # a valid file of zeros
+        "truncated": lambda: path.write_bytes(original[: len(original) // 2]),
+        "bit-flipped": lambda: path.write_bytes(original[:-10] + bytes([original[-10] ^ 1]) + original[-9:]),
+        "empty": lambda: path.write_bytes(b""),
+    }
+    for name, damage in damages.items():
+        damage()
+        again = cached_features(clip, split, "train", 200)
+        assert np.array_equal(again, genuine), name
+        assert path.read_bytes() == original, name           # rebuilt in place
+
+
+def test_cache_files_detect_every_damage_and_writes_leave_no_temporary_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from ribench import cachefile
+
+    path = tmp_path / "c" / "x.npz"
+    arrays = {"images": np.arange(1000, dtype=np.uint8), "labels": np.arange(10)}
+    cachefile.save_arrays(path, arrays)
+    assert all(np.array_equal(cachefile.load_arrays(path)[k], v) for k, v in arrays.items())
+    data = path.read_bytes()
+    for damaged in (data[:100], data[:-1] + bytes([data[-1] ^ 0x80]), b"\0" * len(data)):
+        path.write_bytes(damaged)
+        assert cachefile.load_arrays(path) is None and not path.exists()
+    # a full disk while writing: one line, the temporary file is removed, the old file stays
+    cachefile.save_arrays(path, arrays)
+
+    def full_disk(name, *args, **kwargs):
+        Path(name).write_bytes(b"x" * (2 << 20))
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(cachefile.CacheError, match="No space left on device"):
+        cachefile.atomic_write(path, full_disk, "feature cache")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.npz"]
+    # a temporary file of a process killed mid-write is removed by the next write
+    leftover = path.parent / f".x.npz.{2 ** 22 + 7}.abc.tmp"
+    leftover.write_bytes(b"half")
+    cachefile.save_arrays(path, arrays)
+    assert not leftover.exists()
+
+
+def test_stored_weights_carry_a_hash_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    import safetensors.torch
+    import torch
+    from safetensors import SafetensorError
+
+    from ribench.errors import StoreError
+    from ribench.store import Store
+
+    store = Store(tmp_path / "s.sqlite")
+    key = "a" * 64
+    path = store.save_weights(key, {"w": torch.arange(4096, dtype=torch.float32)})
+    assert torch.equal(store.load_weights(key)["w"], torch.arange(4096, dtype=torch.float32))
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01                       # one bit of one weight
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="damaged"):
+        store.load_weights(key)
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"x" * (2 << 20))
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(StoreError, match="cannot write weights .*No space left on device"):
+        store.save_weights("b" * 64, {"w": torch.zeros(3)})
+    assert sorted(p.name for p in store.weights_dir.iterdir()) == [path.name]

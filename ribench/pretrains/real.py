@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ribench.errors import ConfigError, MissingWeightsError
 from ribench.data.images import ImageGeometry
+from ribench.cachefile import load_arrays, save_arrays
 from ribench.paths import cache_dir
 from ribench.pretrains.base import (ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file,
                                    unloadable)
@@ -146,18 +147,13 @@ class ZeroShotClip(ClipClassifier):
     @torch.no_grad()
     def zeroshot_weights(self) -> torch.Tensor:
         cache = self.__dict__.get("_head_cache")
-        if cache is not None and cache.is_file():
-            from safetensors.torch import load_file
-
-            return load_file(str(cache))["head"]
+        if cache is not None:
+            found = load_arrays(cache)          # its own hash: a damaged file is recomputed
+            if found is not None and "head" in found:
+                return torch.from_numpy(found["head"])
         weights = self._compute_head()
         if cache is not None:
-            from safetensors.torch import save_file
-
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".tmp{os.getpid()}")
-            save_file({"head": weights.contiguous()}, str(tmp))
-            os.replace(tmp, cache)
+            save_arrays(cache, {"head": weights.detach().float().cpu().contiguous().numpy()}, "zero-shot head cache")
         return weights
 
     def _compute_head(self, chunk: int = 1024) -> torch.Tensor:
@@ -179,7 +175,7 @@ class ZeroShotClip(ClipClassifier):
 
 def _head_cache_path(preset: str, weights_sha: str, architecture: str, class_names, templates) -> Path:
     key = hashlib.sha256(json.dumps([architecture, list(class_names), list(templates)]).encode()).hexdigest()
-    return cache_dir() / "zeroshot-heads" / f"{preset}-{weights_sha[:16]}-{key[:16]}.safetensors"
+    return cache_dir() / "zeroshot-heads" / f"{preset}-{weights_sha[:16]}-{key[:16]}.npz"
 
 
 @dataclass(frozen=True)
