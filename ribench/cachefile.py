@@ -24,8 +24,8 @@ import numpy as np
 
 from ribench.errors import RibenchError
 
-__all__ = ["CacheError", "atomic_write", "load_arrays", "read_checked", "save_arrays", "sweep_leftovers",
-           "write_checked"]
+__all__ = ["CacheError", "atomic_write", "load_arrays", "process_alive", "read_checked", "save_arrays",
+           "sweep_leftovers", "write_checked"]
 
 MAGIC = b"ribench-cache 1\n"
 _DIGEST = hashlib.sha256().digest_size
@@ -40,7 +40,8 @@ def _reason(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +62,7 @@ def sweep_leftovers(folder: Path) -> None:
         parts = path.name.split(".")
         pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
         try:
-            stale = (pid is not None and pid != os.getpid() and not _alive(pid)) or \
+            stale = (pid is not None and pid != os.getpid() and not process_alive(pid)) or \
                 now - path.stat().st_mtime > LEFTOVER_AGE_S
             if stale:
                 path.unlink()

@@ -14,12 +14,13 @@ import hashlib
 import json
 import math
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ribench.cachefile import atomic_write
+from ribench.cachefile import atomic_write, process_alive
 from ribench.errors import StoreError
 
 __all__ = ["CellRecord", "Store", "cell_key", "default_store_path"]
@@ -65,6 +66,17 @@ def cell_key(identity: Mapping[str, Any]) -> str:
     hyperparameter dataclasses should keep their declared types.
     """
     return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
+
+
+LEASE_S = 6 * 3600.0    # a claim on a cell not finished by then is another process's to take over
+
+
+def lease_seconds() -> float:
+    """How long a claim on a cell lasts: $RIBENCH_LEASE_S, else six hours."""
+    try:
+        return float(os.environ.get("RIBENCH_LEASE_S", LEASE_S))
+    except ValueError:
+        return LEASE_S
 
 
 def default_store_path() -> Path:
@@ -394,6 +406,41 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         rows = self._read(sql + " ORDER BY created_at, key", tuple(v for v in filters.values() if v is not None))
         return [self._pretrained_row(row) for row in rows]
+
+    # -- leases: a cell in progress is claimed, so a second process skips it ------------------------------
+    def claim(self, key: str, seconds: float | None = None) -> dict | None:
+        """Claim cell `key` for this process; None when claimed, else the live holder {pid, host, expires}.
+
+        A lease of a process that is gone (kill -9: same host, pid not running) or past its time is
+        taken over. The check and the write are one transaction, so two processes cannot both claim."""
+        now, me, host = time.time(), os.getpid(), socket.gethostname()
+        seconds = lease_seconds() if seconds is None else seconds
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT pid, host, expires FROM leases WHERE key = ?", (key,)).fetchone()
+                if row is not None and (row[0], row[1]) != (me, host) and row[2] > now \
+                        and not (row[1] == host and not process_alive(row[0])):
+                    self._conn.rollback()
+                    return {"pid": row[0], "host": row[1], "expires": row[2]}
+                self._conn.execute("INSERT OR REPLACE INTO leases (key, pid, host, expires) VALUES (?, ?, ?, ?)",
+                                   (key, me, host, now + seconds))
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+        except sqlite3.Error as error:
+            raise self._fail(_reason(error)) from None
+        return None
+
+    def release(self, key: str) -> None:
+        """Give up this process's claim on `key` (another process's claim is left alone)."""
+        try:
+            with self._conn:
+                self._conn.execute("DELETE FROM leases WHERE key = ? AND pid = ? AND host = ?",
+                                   (key, os.getpid(), socket.gethostname()))
+        except sqlite3.Error as error:
+            raise self._fail(_reason(error)) from None
 
     # -- weights --------------------------------------------------------------------
     @property

@@ -17,6 +17,20 @@ HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _generate_each_tiny_split_once():
+    """Each CLI call builds a fresh rib-tiny, which renders its images again; here they are rendered once
+    (the arrays are only read), so this file stays fast."""
+    import functools
+
+    from ribench.suites import rib_mini
+
+    original = rib_mini.generate
+    rib_mini.generate = functools.cache(original)
+    yield
+    rib_mini.generate = original
+
+
 def tiny_run(*extra):
     return ["run", "--include", TINY, "--suite", "rib-tiny", "--no-progress", "--datasets", "sketch", *extra]
 
@@ -37,9 +51,9 @@ def rows(store_path):
 # -- 3. a diverged run is stored as failed, never as a result ------------------------------------------
 def test_diverged_cell_is_stored_failed_with_its_step_reported_skipped_and_retried(capsys, tmp_path):
     store = str(tmp_path / "s.sqlite")
-    code, out, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=1e6", "--store", store))
+    code, out, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=1e6", "--set", "batch_size=4", "--store", store))
     assert "diverged at step" in err and "stored as failed" in err
-    assert code == 2 and err.strip().splitlines()[-1].startswith("ribench: error: 1 cell(s) of ft[lr=1000000.0] diverged")
+    assert code == 2 and err.strip().splitlines()[-1].startswith("ribench: error: 1 cell(s) of ft[batch_size=4,lr=1000000.0] diverged")
     [(label, status, details)] = rows(store)
     assert status == "failed"
     step = json.loads(details)["diverged"]["step"]
@@ -48,9 +62,9 @@ def test_diverged_cell_is_stored_failed_with_its_step_reported_skipped_and_retri
     code, out, err = run_cli(capsys, "results", "--include", TINY, "--suite", "rib-tiny", "--store", store)
     assert f"failed: {label} on sketch, seed 0: diverged at step {step}" in err
     # a rerun skips it, a retry runs it again (it diverges again: the row stays one failed row)
-    code, out, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=1e6", "--store", store))
+    code, out, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=1e6", "--set", "batch_size=4", "--store", store))
     assert "stored as failed (diverged); skipping" in err and "0 cell(s) run" in out
-    code, out, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=1e6", "--store", store,
+    code, out, err = run_cli(capsys, *tiny_run("--method", "ft", "--set", "lr=1e6", "--set", "batch_size=4", "--store", store,
                                                "--retry-failed"))
     assert "1 cell(s) run" in out and [r[1] for r in rows(store)] == ["failed"]
 
@@ -62,14 +76,16 @@ def test_weights_that_hold_nan_after_fit_fail_the_cell(clip):
     from ribench.run.cell import run_cell
     from ribench.run.spec import cell_for, resolve
 
-    spec = resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"], overrides=["epochs=1"])
+    spec = resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"])
 
-    class PoisonsHead(spec.method_cls):
-        def finish(self, ctx):
+    class PoisonsAWeight(spec.method_cls):
+        def fit(self, ctx):               # a method with its own fit: no loss the loop could see
+            ctx.step = 5
             with torch.no_grad():
                 next(ctx.model.parameters()).view(-1)[0] = float("inf")
+            return {}
 
-    spec.method_cls = PoisonsHead
+    spec.method_cls = PoisonsAWeight
     cell = cell_for(spec, clip, "sketch", 0)
     _, record = run_cell(spec, clip, cell, {})
     assert record.status == "failed" and record.accuracies == {}
@@ -476,3 +492,73 @@ def test_stored_weights_carry_a_hash_and_a_full_disk_is_one_line(tmp_path, monke
     with pytest.raises(StoreError, match="cannot write weights .*No space left on device"):
         store.save_weights("b" * 64, {"w": torch.zeros(3)})
     assert sorted(p.name for p in store.weights_dir.iterdir()) == [path.name]
+
+
+# -- 5. concurrent runs on one store ---------------------------------------------------------------------
+def test_two_runs_at_once_on_a_fresh_store_store_each_cell_once(tmp_path):
+    import subprocess
+
+    store = tmp_path / "s.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "ribench", *tiny_run("--method", "zeroshot", "--store", str(store))]
+    runs = [subprocess.Popen(argv, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for run, (out, err) in zip(runs, outputs):
+        assert run.returncode == 0, err
+        assert "Traceback" not in err
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM cells").fetchone() == (1,)
+        assert db.execute("SELECT COUNT(*) FROM pretrained").fetchone() == (1,)
+        assert db.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+
+
+def test_a_cell_claimed_by_a_live_process_is_skipped_and_a_dead_ones_claim_taken_over(capsys, tmp_path):
+    import socket
+    import subprocess
+
+    from ribench.run.spec import cell_for, resolve
+    from ribench.store import Store
+
+    store = tmp_path / "s.sqlite"
+    assert run_cli(capsys, *tiny_run("--method", "zeroshot", "--datasets", "cartoon", "--store", str(store)))[0] == 0
+    spec = resolve("zeroshot", "rib-tiny", "mini-clip", datasets=["sketch"])
+    from ribench.run.cell import load_pretrained
+    key = cell_for(spec, load_pretrained(spec), "sketch", 0).key
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        with sqlite3.connect(store) as db:
+            db.execute("INSERT INTO leases VALUES (?, ?, ?, ?)", (key, other.pid, socket.gethostname(), 1e18))
+        code, out, err = run_cli(capsys, *tiny_run("--method", "zeroshot", "--store", str(store)))
+        assert f"1 cell(s) are being run by another process (pid {other.pid}" in err
+        with Store(store, readonly=True) as db:
+            assert db.get(key) is None
+    finally:
+        other.kill()
+        other.wait()
+    # the holder was killed (kill -9): its claim is stale and taken over
+    code, out, err = run_cli(capsys, *tiny_run("--method", "zeroshot", "--store", str(store)))
+    assert code == 0 and "1 cell(s) run" in out
+    with Store(store, readonly=True) as db:
+        assert db.get(key).status == "done"
+    with Store(store) as db:       # a claim past its time, of a process on another machine, is taken over too
+        with db._conn:
+            db._conn.execute("INSERT INTO leases VALUES ('k', 1, 'elsewhere', 0)")
+        assert db.claim("k") is None
+        with db._conn:
+            db._conn.execute("UPDATE leases SET pid = 1, host = 'elsewhere', expires = 1e18 WHERE key = 'k'")
+        assert db.claim("k") == {"pid": 1, "host": "elsewhere", "expires": 1e18}
+
+
+def test_storing_the_same_result_twice_is_idempotent(tmp_path):
+    from ribench.store import CellRecord, Store, cell_key
+
+    identity = {"seed": 0}
+    record = CellRecord(key=cell_key(identity), suite="s", pretrain="p", method="m", label="m", dataset="d",
+                        seed=0, identity=identity, accuracies={"d": 0.5})
+    with Store(tmp_path / "s.sqlite") as store:
+        first = store.put(record)
+        assert store.put(record) == first
+        store.put_pretrained(cell_key({"p": 1}), "s", "p", {"p": 1}, {"d": 0.5}, {})
+        store.put_pretrained(cell_key({"p": 1}), "s", "p", {"p": 1}, {"d": 0.5}, {})
+        assert len(store.cells(status=None)) == 1 and len(store.pretrained()) == 1

@@ -77,5 +77,7 @@ def run(args) -> int:
         print(f"== {suite} / {pretrain} ==")
         print(format_summary(results(suite, pretrain, labels, store_path, protocol=args.protocol), "table",
                              compare_only=True))
-    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")
+    busy = f", {counts['busy']} left to the process running them" if counts["busy"] else ""
+    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran'] - counts['busy']} reused{busy}; "
+          f"store: {store_path}")
     return 0

@@ -51,10 +51,12 @@ def run(args) -> int:
                          retry_failed=args.retry_failed)
     failed = [c for c in failed_cells(spec.suite.name, spec.preset.name, [spec.label], store_path, spec.protocol_name)
               if c.dataset in spec.datasets and c.seed in spec.seeds]
-    if len(failed) < len(spec.datasets) * len(spec.seeds):
+    if len(failed) + counts["busy"] < len(spec.datasets) * len(spec.seeds):
         summary = results(spec.suite.name, spec.preset.name, [spec.label], store_path, protocol=spec.protocol_name)
         print(format_summary(summary, "table"))
-    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")
+    busy = f", {counts['busy']} left to the process running them" if counts["busy"] else ""
+    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran'] - counts['busy']} reused{busy}; "
+          f"store: {store_path}")
     if failed:
         report_failed(failed)
         raise RibenchError(f"{len(failed)} cell(s) of {spec.label} diverged and are stored as failed, not as "

@@ -85,6 +85,7 @@ class Plan:
     def __init__(self, store: Store, log=print, threads: int | None = None, retry_failed: bool = False):
         self.store, self.log, self.threads, self.retry_failed = store, log, threads, retry_failed
         self.tasks: dict[str, CellTask] = {}
+        self.busy = 0                  # cells skipped because another process is running them
 
     def add(self, spec: RunSpec, pretrained, pre_acc: dict, keep: bool | None = None) -> tuple[int, int]:
         """Plan `spec`'s missing cells (after its ingredients'); returns (cells, of which pending)."""
@@ -118,9 +119,31 @@ class Plan:
                 threads=self.threads, code=code_version(), local=(spec, pretrained))
         return len(cells), len(pending)
 
+    def _claimed(self, tasks: list[CellTask]) -> list[CellTask]:
+        """The tasks this process may run: each claimed in the store; a cell another live process is running
+        (and the cells that need it) is skipped, one finished meanwhile is dropped."""
+        busy: dict[str, dict] = {}
+        mine = []
+        for task in tasks:
+            missing = [key for key in task.needs.values() if key in busy]
+            holder = busy[missing[0]] if missing else self.store.claim(task.key)
+            if holder is not None:
+                busy[task.key] = holder
+                continue
+            if _done(self.store, task.key) and not (task.keep_weights and not self.store.has_weights(task.key)):
+                self.store.release(task.key)          # another process finished it since it was planned
+                continue
+            mine.append(task)
+        self.busy = len(busy)
+        if busy:
+            holder = next(iter(busy.values()))
+            self.log(f"{len(busy)} cell(s) are being run by another process (pid {holder['pid']} on {holder['host']}); "
+                     "skipping them here: run the same command again after it finished to see their results")
+        return mine
+
     def run(self, executor: Executor, progress: bool = True, desc: str = "cells") -> int:
         """Run every planned task; writes each result; raises CellsFailed after all ran if any failed."""
-        tasks = list(self.tasks.values())
+        tasks = self._claimed(list(self.tasks.values()))
         failures: list[str] = []
         bar = tqdm(total=len(tasks), unit="cell", desc=desc, leave=True) if progress and tasks else None
 
@@ -131,7 +154,10 @@ class Plan:
             if record.status == FAILED:
                 self.log(f"warning: {task.describe()} {record.failure()}; stored as failed, not as a result")
             if stored is None or stored.status not in FINISHED:
-                self.store.put(record, replace_failed=stored is not None and stored.status == FAILED)
+                try:
+                    self.store.put(record, replace_failed=stored is not None and stored.status == FAILED)
+                except ValueError:            # another process stored it meanwhile (its lease had run out)
+                    self.log(f"note: {task.describe()} was stored meanwhile by another process; its row is kept")
             elif _max_difference(stored.accuracies, record.accuracies) > 0:
                 self.log(f"note: {task.describe()} trained again for its weights differs from the stored cell by "
                          f"up to {_max_difference(stored.accuracies, record.accuracies):.2%}; "
@@ -151,6 +177,8 @@ class Plan:
         finally:
             if bar is not None:
                 bar.close()
+            for task in tasks:
+                self.store.release(task.key)
         if failures:       # each was logged as it happened; the last line names the first few
             shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
             raise CellsFailed(f"{len(failures)} of {len(tasks)} cell(s) failed, the others are stored: {shown}")
@@ -162,7 +190,8 @@ def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = No
               retry_failed: bool = False) -> dict:
     """Run every missing cell of several runs as one plan (each pretrained model loaded and evaluated once).
 
-    Returns {"planned": cells asked for, "ran": cells run, "pretrained": {pretrain: A_pre}}.
+    Returns {"planned": cells asked for, "ran": cells run, "busy": cells left to another process running them,
+    "pretrained": {pretrain: A_pre}}.
     """
     executor = executor or LocalExecutor()
     loaded: dict[tuple, object] = {}
@@ -184,7 +213,7 @@ def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = No
         work.run(executor, progress, desc=specs[0].label if len(specs) == 1 else "grid")
     finally:
         executor.close()
-    return {"planned": planned, "ran": ran, "pretrained": accuracies}
+    return {"planned": planned, "ran": ran - work.busy, "busy": work.busy, "pretrained": accuracies}
 
 
 def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print,
