@@ -562,3 +562,28 @@ def test_storing_the_same_result_twice_is_idempotent(tmp_path):
         store.put_pretrained(cell_key({"p": 1}), "s", "p", {"p": 1}, {"d": 0.5}, {})
         store.put_pretrained(cell_key({"p": 1}), "s", "p", {"p": 1}, {"d": 0.5}, {})
         assert len(store.cells(status=None)) == 1 and len(store.pretrained()) == 1
+
+
+# -- 8. provenance names ribench's own commit, never an enclosing repository's ------------------------------
+def test_git_commit_only_when_ribench_is_its_own_checkout(tmp_path):
+    import shutil
+    import subprocess
+
+    from ribench.run.cell import code_sha256, git_commit
+
+    assert git_commit() == subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                          text=True).stdout.strip()
+    outer = tmp_path / "project"
+    shutil.copytree(REPO / "ribench", outer / "vendor" / "ribench",
+                    ignore=shutil.ignore_patterns("__pycache__", "weights", "*.html", "assets"))
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=outer, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=outer, check=True)
+    subprocess.run([*git, "commit", "-qm", "a project that vendors ribench"], cwd=outer, check=True)
+    script = ("from ribench.run.cell import git_commit, code_sha256; import ribench; "
+              "print(ribench.__file__); print(git_commit()); print(code_sha256())")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(outer / "vendor")})
+    where, commit, digest = out.stdout.split()
+    assert where.startswith(str(outer)) and commit == "None"
+    assert digest == code_sha256()          # the same code, however installed

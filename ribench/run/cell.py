@@ -6,6 +6,7 @@ Nothing here writes the store; the driver does (see ribench.run.runner).
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 import time
@@ -22,20 +23,46 @@ from ribench.run.spec import Cell, RunSpec, fit_context
 from ribench.store import CellRecord
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the ribench source, when it runs from a git checkout."""
+PACKAGE_DIR = Path(__file__).resolve().parent.parent        # the installed ribench package
+
+
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the ribench source, only when ribench runs from its own git checkout: the repository's
+    top level holds this package and tracks it. ribench installed inside another repository (a vendored
+    copy, a virtualenv in a project) records no commit rather than that repository's."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != PACKAGE_DIR.parent:
+        return None
+    if _git("ls-files", "--error-unmatch", "--", "__init__.py") is None:      # relative to the package
+        return None
+    return _git("rev-parse", "HEAD")
+
+
+@functools.lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """sha256 of the package's Python files (relative path and bytes, in path order): the code that ran,
+    however it was installed."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def provenance(spec: RunSpec, pretrained) -> dict:
     return {
-        "ribench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        "ribench": __version__, "git_commit": git_commit(), "code_sha256": code_sha256(), "torch": torch.__version__,
         "python": platform.python_version(), "device": spec.device, "threads": torch.get_num_threads(),
         "manifests_sha256": spec.suite.manifest_hash(), "weights_sha256": pretrained.weights_sha256,
     }
