@@ -587,3 +587,111 @@ def test_git_commit_only_when_ribench_is_its_own_checkout(tmp_path):
     where, commit, digest = out.stdout.split()
     assert where.startswith(str(outer)) and commit == "None"
     assert digest == code_sha256()          # the same code, however installed
+
+
+# -- 9. the fit context reaches no test split; a plug-in that finds one anyway fails its cell ----------------
+def _reachable(root):
+    """Every object reachable from `root` through data: attributes, containers, closures, bound selves
+    (not module globals, which reach everything importable)."""
+    import functools
+    import types
+
+    import numpy as np
+    import torch
+
+    seen, stack = set(), [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (types.ModuleType, type, str, bytes, int, float, bool,
+                                                  torch.Tensor, np.ndarray)) or obj is None:
+            continue
+        seen.add(id(obj))
+        yield obj
+        if isinstance(obj, types.FunctionType):
+            stack += [cell.cell_contents for cell in obj.__closure__ or ()] + list(obj.__defaults__ or ())
+        elif isinstance(obj, types.MethodType):
+            stack += [obj.__self__, obj.__func__]
+        elif isinstance(obj, functools.partial):
+            stack += [obj.func, *obj.args, *obj.keywords.values()]
+        elif isinstance(obj, dict):
+            stack += [*obj.keys(), *obj.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack += list(obj)
+        else:
+            stack += list(getattr(obj, "__dict__", {}).values())
+            for name in getattr(type(obj), "__slots__", ()):
+                stack.append(getattr(obj, name, None))
+
+
+def test_nothing_reachable_from_the_fit_context_is_a_test_split_a_suite_or_the_run(clip):
+    from ribench.data.splits import TestSplit
+    from ribench.run.spec import RunSpec, fit_context, resolve
+    from ribench.suites.base import Suite
+
+    for method in ("ft", "lp"):
+        spec = resolve(method, "rib-tiny", "mini-clip", datasets=["sketch"])
+        ctx = fit_context(spec, clip, "sketch", 0)
+        leaks = [type(o).__name__ for o in _reachable(ctx) if isinstance(o, (TestSplit, Suite, RunSpec))]
+        assert leaks == [], (method, leaks)
+
+
+PLUGIN_READS_TEST_SPLIT = '''
+from dataclasses import dataclass
+from ribench.catalog import METHODS, SUITES
+from ribench.engine.method import Method
+
+
+@METHODS.register("peeks")
+class Peeks(Method):
+    name = "peeks"
+    description = "trains on a test split it found through the suite registry"
+    paper = "none (a test)"
+
+    @dataclass
+    class Config:
+        pass
+
+    def prepare(self, ctx):
+        split = SUITES.get("rib-tiny")().test_split(ctx.train.dataset)
+        ctx.state["stolen"] = split.images[:4]
+'''
+
+
+def test_a_plugin_that_reads_a_test_split_through_the_registry_fails_its_cell(capsys, tmp_path):
+    plugin = tmp_path / "peeks.py"
+    plugin.write_text(PLUGIN_READS_TEST_SPLIT)
+    store = tmp_path / "s.sqlite"
+    code, out, err = run_cli(capsys, *tiny_run("--include", str(plugin), "--method", "peeks", "--store", str(store),
+                                               "--set", "epochs=1"))
+    assert code == 2 and "Traceback" not in err
+    assert "method 'peeks[epochs=1]' read the test split of 'sketch' while fitting" in err.strip().splitlines()[-1]
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM cells").fetchone() == (0,)
+
+
+def test_submit_rederives_each_cell_key_from_its_identity(tmp_path):
+    import importlib
+
+    from ribench.errors import RibenchError
+    from ribench.store import Store
+
+    test_leaderboard = importlib.import_module("test_leaderboard")
+    suite = test_leaderboard.SUITES.get("rib-tiny")()
+    path = tmp_path / "s.sqlite"
+    test_leaderboard.fill_store(path, suite)
+    from ribench.leaderboard.entries import entry_from_store
+
+    entry_from_store(path, "rib-tiny", "mini-clip", "ft")       # the genuine store makes an entry
+    with Store(path) as store:
+        victim = store.cells(label="ft")[0]
+    with sqlite3.connect(path) as db:                 # a row whose identity was edited, checksum recomputed
+        identity = dict(victim.identity, seed=victim.seed + 100)
+        row = db.execute("SELECT * FROM cells WHERE key = ?", (victim.key,)).fetchone()
+        names = [d[0] for d in db.execute("SELECT * FROM cells").description]
+        values = dict(zip(names, row), identity=json.dumps(identity, sort_keys=True))
+        from ribench.store import _CELL_COLUMNS, row_checksum
+        values["checksum"] = row_checksum([values[n] for n in _CELL_COLUMNS])
+        db.execute("UPDATE cells SET identity = ?, checksum = ? WHERE key = ?",
+                   (values["identity"], values["checksum"], victim.key))
+    with pytest.raises(RibenchError, match="does not match its identity"):
+        entry_from_store(path, "rib-tiny", "mini-clip", "ft")

@@ -38,3 +38,18 @@ def cached_features(pretrained, split, kind: str, batch_size=500, device="cpu") 
     feats = compute_features(pretrained.model, pretrained.preprocess, split, batch_size, device)
     save_arrays(path, {"features": feats}, "feature cache")
     return feats
+
+
+class TrainFeatures:
+    """`FitContext.train_features`: the cached features of one train split, and nothing else.
+
+    A plain object instead of a closure over the run, so that what a method can reach from its
+    context holds no suite and no test split (a lambda here used to hold the whole run spec)."""
+
+    def __init__(self, pretrained, split, batch_size: int, device: str):
+        if type(split).__name__ != "TrainSplit":
+            raise TypeError("TrainFeatures takes a train split")
+        self._pretrained, self._split, self._batch_size, self._device = pretrained, split, batch_size, device
+
+    def __call__(self) -> np.ndarray:
+        return cached_features(self._pretrained, self._split, "train", self._batch_size, self._device)

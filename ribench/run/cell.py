@@ -16,7 +16,7 @@ import torch
 
 from ribench import __version__
 from ribench.data.features import cached_features
-from ribench.data.splits import holdout
+from ribench.data.splits import holdout, test_splits_sealed
 from ribench.engine.evaluate import accuracy, evaluate_all
 from ribench.engine.trainer import Diverged, check_finite_weights
 from ribench.run.spec import Cell, RunSpec, fit_context
@@ -84,9 +84,10 @@ def evaluate_pretrained(spec: RunSpec, pretrained) -> dict:
 FAILED = "failed"     # a diverged cell: stored so it is not silently recomputed, never reported as a result
 
 
-def _fit(method, ctx) -> dict:
-    """method.fit, then a check that the fitted weights are finite; raises Diverged otherwise."""
-    timings = method.fit(ctx)
+def _fit(spec: RunSpec, method, ctx) -> dict:
+    """method.fit with every test split sealed, then a check that the fitted weights are finite (Diverged)."""
+    with test_splits_sealed(f"method '{spec.label}'"):
+        timings = method.fit(ctx)
     check_finite_weights(ctx.model, ctx.step)
     return timings
 
@@ -111,7 +112,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
     try:
-        timings = _fit(method, ctx)
+        timings = _fit(spec, method, ctx)
     except Diverged as error:
         return ctx.model, failed_record(spec, pretrained, cell, error, start)
     learned = method.learned(ctx)
@@ -148,7 +149,7 @@ def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, train=fit, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
     try:
-        timings = _fit(method, ctx)
+        timings = _fit(spec, method, ctx)
     except Diverged as error:
         return ctx.model, failed_record(spec, pretrained, cell, error, start)
     t_eval = time.perf_counter()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ribench.catalog import METHODS, PRETRAINS, SUITES
-from ribench.data.features import cached_features
+from ribench.data.features import TrainFeatures
 from ribench.engine.compose import method_class, resolve_method
 from ribench.engine.context import FitContext
 from ribench.engine.settings import configure_protocol, parse_spec, split_overrides
@@ -261,8 +261,7 @@ def fit_context(spec: RunSpec, pretrained, dataset: str, seed: int, train=None, 
         model=model, pretrained=frozen, train=train_split,
         source=spec.suite.train_split(spec.suite.pretrain_eval),
         preprocess=pretrained.preprocess, protocol=protocol or spec.protocol, seed=seed, device=spec.device,
-        train_features=lambda: cached_features(pretrained, train_split, "train",
-                                               spec.protocol.eval_batch_size, spec.device),
+        train_features=TrainFeatures(pretrained, train_split, spec.protocol.eval_batch_size, spec.device),
         has_text_tower=pretrained.has_text_tower,
         class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
         ingredients=dict(ingredients or {}),
