@@ -82,6 +82,9 @@ def perform(task: CellTask, ingredients: dict | None = None) -> tuple[CellRecord
     if cell.key != task.key:
         raise CellFailed(f"{task.describe()}: this worker computes another cell than the driver planned "
                          "(its ribench version, data manifests or pretrained weights differ)")
+    absent = [name for name, tensors in (ingredients or {}).items() if tensors is None]
+    if absent:           # its ingredient's cell failed (diverged) and kept no weights
+        raise CellFailed(f"{task.describe()} not run: its ingredient {', '.join(absent)} failed and kept no weights")
     ingredients = {name: {k: v.to(spec.device) for k, v in tensors.items()}
                    for name, tensors in (ingredients or {}).items()}
     try:
