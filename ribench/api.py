@@ -9,18 +9,29 @@ from ribench.report.metrics import Summary, summarize
 from ribench.run.cell import load_pretrained
 from ribench.run.runner import execute
 from ribench.run.spec import resolve
-from ribench.store import Store, default_store_path
+from ribench.store import CellRecord, Store, default_store_path
 
 
 def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
         overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print,
-        data_root=None, protocol: str = "reference"):
-    """Run (or resume) the cells of one method; returns the run's counts."""
+        data_root=None, protocol: str = "reference", retry_failed: bool = False):
+    """Run (or resume) the cells of one method; returns the run's counts. Cells stored as failed (diverged)
+    are skipped unless `retry_failed`."""
     spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root,
                    protocol=protocol)
     pretrained = load_pretrained(spec)
     with Store(store or default_store_path()) as db:
-        return execute(spec, db, pretrained, progress=progress, log=log)
+        return execute(spec, db, pretrained, progress=progress, log=log, retry_failed=retry_failed)
+
+
+def failed_cells(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, store=None,
+                 protocol: str = "reference") -> list[CellRecord]:
+    """The stored cells of a suite and pretrain that failed (diverged): never part of a result."""
+    suite_obj = SUITES.get(suite)()
+    with Store(store or default_store_path(), readonly=True) as db:
+        _, cells = latest_cells(db, suite_obj.name, pretrain, protocol=protocol, status="failed")
+    wanted = {m.strip() for m in methods or ()}
+    return [c for c in cells if not wanted or c.method in wanted or c.label in wanted]
 
 
 def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, store=None,
@@ -30,7 +41,7 @@ def results(suite: str = "rib-mini", pretrain: str = "mini-clip", methods=None, 
     `methods` are method names or run labels ('saft[lr=0.0001,optimizer=adamw]'), matched exactly.
     """
     suite_obj = SUITES.get(suite)()
-    with Store(store or default_store_path()) as db:
+    with Store(store or default_store_path(), readonly=True) as db:
         latest, cells = latest_cells(db, suite_obj.name, pretrain, protocol=protocol)
     if methods:
         wanted = {m.strip() for m in methods}

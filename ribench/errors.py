@@ -23,5 +23,9 @@ class MissingWeightsError(RibenchError):
     """A pretrain's local weight file is absent."""
 
 
+class WeightsError(RibenchError):
+    """A weights file that exists but cannot be loaded: damaged, of another model, or holding pickled objects."""
+
+
 class DataError(RibenchError):
     """Data on disk that does not match its manifest, or an image file that cannot be read."""

@@ -72,7 +72,7 @@ def merge_stores(sources: list[str | Path], out: str | Path) -> MergeCounts:
     try:
         with Store(building) as target:
             for path in paths:
-                with Store(path) as source:
+                with Store(path, readonly=True) as source:
                     _merge_one(source, target, counts)
         if counts.conflicts:
             shown = "; ".join(counts.conflicts[:5]) + ("; ..." if len(counts.conflicts) > 5 else "")

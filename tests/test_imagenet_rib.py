@@ -234,7 +234,7 @@ def test_clip_preset_loads_a_local_file_and_caches_an_exact_head(tree, tmp_path,
     from ribench.pretrains.base import ClipClassifier
     reference = ClipClassifier.zeroshot_weights(pre.model)
     assert torch.allclose(pre.model.head.weight, reference, atol=1e-5)
-    assert len(list((tmp_path / "cache" / "zeroshot-heads").glob("*.safetensors"))) == 1
+    assert len(list((tmp_path / "cache" / "zeroshot-heads").glob("*.npz"))) == 1
     again = spec.build(suite, tmp_path)            # a folder holding the expected file name works too
     assert torch.equal(again.model.head.weight, pre.model.head.weight)
     # the OpenAI preset builds the QuickGELU tower

@@ -9,8 +9,9 @@ import sys
 import torch
 
 from ribench.api import results
-from ribench.cli.options import (STORE_HELP, add_data_root, add_executor_options, add_include,
-                                 add_protocol_option, csv_list, make_executor_from, method_list, seed_list)
+from ribench.cli.options import (STORE_HELP, add_data_root, add_executor_options, add_include, add_protocol_option,
+                                 add_retry_failed, csv_list, make_executor_from, method_list, seed_list,
+                                 thread_count)
 from ribench.errors import ConfigError
 from ribench.report.format import format_summary
 from ribench.run.runner import run_specs
@@ -35,10 +36,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", action="append", default=[], metavar="PRETRAIN=FILE",
                         help="a local weights file for one pretrain (repeatable)")
     add_include(parser)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="torch CPU threads of the local executor (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_protocol_option(parser)
+    add_retry_failed(parser)
     add_executor_options(parser)
 
 
@@ -67,12 +69,15 @@ def run(args) -> int:
              for pretrain in dict.fromkeys(args.pretrains) for method in dict.fromkeys(args.methods)]
     store_path = args.store or default_store_path()
     with Store(store_path) as store:
-        counts = run_specs(specs, store, executor, progress=not args.no_progress, log=log)
+        counts = run_specs(specs, store, executor, progress=not args.no_progress, log=log,
+                           retry_failed=args.retry_failed)
     suite = specs[0].suite.name
     for pretrain in dict.fromkeys(s.preset.name for s in specs):
         labels = [s.label for s in specs if s.preset.name == pretrain]
         print(f"== {suite} / {pretrain} ==")
         print(format_summary(results(suite, pretrain, labels, store_path, protocol=args.protocol), "table",
                              compare_only=True))
-    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")
+    busy = f", {counts['busy']} left to the process running them" if counts["busy"] else ""
+    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran'] - counts['busy']} reused{busy}; "
+          f"store: {store_path}")
     return 0

@@ -32,13 +32,20 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr and exit 2, like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"ribench: error: {self.prog.removeprefix('ribench ')}: {message}\n")
+
+
 def _chosen(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the chosen subcommand's module is imported to declare its options."""
-    parser = argparse.ArgumentParser(prog="ribench", description=(
+    parser = OneLineParser(prog="ribench", description=(
         "Benchmark robust fine-tuning the ImageNet-RIB way: fine-tune on each downstream dataset, "
         "evaluate on all, report RI and mRI."))
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -54,7 +61,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:          # --help, or a bad option already reported on one line
+        return exc.code if isinstance(exc.code, int) else 2
     if args.version:
         print(f"ribench {__version__}")
         return 0

@@ -12,7 +12,11 @@ STORE_HELP = "results database (default: $RIBENCH_STORE or ~/.local/share/ribenc
 
 
 def csv_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """Comma-separated names; an option given with no name at all (',') is an error, not 'all'."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {value!r}")
+    return names
 
 
 def method_list(value: str) -> list[str]:
@@ -22,9 +26,25 @@ def method_list(value: str) -> list[str]:
 
 def seed_list(value: str) -> list[int]:
     try:
-        return [int(v) for v in csv_list(value)]
+        return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got '{value}'") from None
+
+
+def thread_count(value: str) -> int:
+    """--threads: a whole number of CPU threads, at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number of at least 1, got '{value}'")
+    return number
+
+
+def add_retry_failed(parser) -> None:
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run again the cells stored as failed (diverged); finished cells are never rerun")
 
 
 def add_suite_options(parser) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ribench.api import results
+import sys
+
+from ribench.api import failed_cells, results
 from ribench.catalog import METHODS
 from ribench.cli.options import add_include, add_protocol_option, add_suite_options, method_list
 from ribench.report.format import FORMATS, format_summary
@@ -22,6 +24,14 @@ def add_arguments(res) -> None:
 def run(args) -> int:
     for path in args.include:
         METHODS.include(path)
-    print(format_summary(results(args.suite, args.pretrain, args.methods, args.store, args.protocol), args.format,
-                         compare_only=args.compare))
+    summary = results(args.suite, args.pretrain, args.methods, args.store, args.protocol)
+    print(format_summary(summary, args.format, compare_only=args.compare))
+    report_failed(failed_cells(args.suite, args.pretrain, args.methods, args.store, args.protocol))
     return 0
+
+
+def report_failed(cells) -> None:
+    """One line per failed cell, on stderr (the table on stdout stays parseable): they are not results."""
+    for cell in cells:
+        print(f"failed: {cell.describe()}: {cell.failure()}; not part of any result (rerun with --retry-failed)",
+              file=sys.stderr)

@@ -6,9 +6,11 @@ import sys
 
 import torch
 
-from ribench.api import results
-from ribench.cli.options import (add_executor_options, add_include, add_protocol_option, add_suite_options,
-                                 csv_list, make_executor_from, seed_list)
+from ribench.api import failed_cells, results
+from ribench.cli.options import (add_executor_options, add_include, add_protocol_option, add_retry_failed,
+                                 add_suite_options, csv_list, make_executor_from, seed_list, thread_count)
+from ribench.cli.results import report_failed
+from ribench.errors import RibenchError
 from ribench.report.format import format_summary
 from ribench.run.cell import load_pretrained
 from ribench.run.runner import execute
@@ -27,9 +29,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda uses bf16 mixed precision)")
     parser.add_argument("--weights", default=None, help="local weights file for the pretrain")
     add_include(parser)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=thread_count, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_protocol_option(parser)
+    add_retry_failed(parser)
     add_executor_options(parser)
 
 
@@ -44,8 +47,18 @@ def run(args) -> int:
     pretrained = load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)   # a missing file fails first
     store_path = args.store or default_store_path()
     with Store(store_path) as store:
-        counts = execute(spec, store, pretrained, progress=not args.no_progress, log=log, executor=executor)
-    summary = results(spec.suite.name, spec.preset.name, [spec.label], store_path, protocol=spec.protocol_name)
-    print(format_summary(summary, "table"))
-    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran']} reused; store: {store_path}")
+        counts = execute(spec, store, pretrained, progress=not args.no_progress, log=log, executor=executor,
+                         retry_failed=args.retry_failed)
+    failed = [c for c in failed_cells(spec.suite.name, spec.preset.name, [spec.label], store_path, spec.protocol_name)
+              if c.dataset in spec.datasets and c.seed in spec.seeds]
+    if len(failed) + counts["busy"] < len(spec.datasets) * len(spec.seeds):
+        summary = results(spec.suite.name, spec.preset.name, [spec.label], store_path, protocol=spec.protocol_name)
+        print(format_summary(summary, "table"))
+    busy = f", {counts['busy']} left to the process running them" if counts["busy"] else ""
+    print(f"{counts['ran']} cell(s) run, {counts['planned'] - counts['ran'] - counts['busy']} reused{busy}; "
+          f"store: {store_path}")
+    if failed:
+        report_failed(failed)
+        raise RibenchError(f"{len(failed)} cell(s) of {spec.label} diverged and are stored as failed, not as "
+                           "results; change the settings, or pass --retry-failed to run them again")
     return 0

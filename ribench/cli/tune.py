@@ -8,7 +8,7 @@ import sys
 import torch
 
 from ribench.cli.options import (STORE_HELP, add_data_root, add_executor_options, add_include, csv_list,
-                                 make_executor_from, method_list)
+                                 make_executor_from, method_list, thread_count)
 from ribench.run.selection import tune, write_selection
 from ribench.store import Store, default_store_path
 
@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--weights", default=None, help="a local weights file for the pretrain")
     add_include(parser)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of the local executor")
+    parser.add_argument("--threads", type=thread_count, default=None, help="torch CPU threads of the local executor")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--ship", action="store_true",
                         help="maintainers: write the choice into the selections that ship with ribench")
@@ -50,7 +50,8 @@ def run(args) -> int:
                               weights=args.weights, data_root=args.data_root,
                               check_device=not executor.plans_on_cpu)
                 path = write_selection(args.suite, pretrain, choice, shipped=args.ship)
-                scores = ", ".join(f"{v}: {100 * float(a):.1f}" for v, a in choice["heldout_acc"].items())
+                scores = ", ".join(f"{v}: " + ("diverged" if a is None else f"{100 * float(a):.1f}")
+                                   for v, a in choice["heldout_acc"].items())
                 edge = " (at the grid's edge)" if choice["at_grid_edge"] else ""
                 print(f"{args.suite}/{pretrain} {choice['method']}: {choice['tune']} = {choice['value']:g}{edge}; "
                       f"held-out accuracy % by value: {scores} (pretrained "

@@ -1,19 +1,49 @@
 """Dataset splits. Train and test splits are different types on purpose.
 
-A method's fit context only ever holds `TrainSplit`s; evaluation code takes
-`TestSplit`s. Converting one into the other is not offered, so leaking a test
-split into training has to be done deliberately.
+A method's fit context only ever holds `TrainSplit`s (and nothing that reaches a
+test split); evaluation code takes `TestSplit`s. Converting one into the other is
+not offered. While a method fits (`test_splits_sealed()`), every `TestSplit` in the
+process refuses to give out its images, labels or batches, so a plug-in that finds
+one anyway (through the suite registry, say) fails its cell instead of training on
+it. Python cannot stop code that reads the files from disk itself; see
+docs/reliability.md for what is guaranteed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ribench.data.images import ImageFiles
+from ribench.errors import RibenchError
+
+
+class TestSplitSealed(RibenchError):
+    """A test split was read while a method was fitting."""
+
+    __test__ = False
+
+
+_sealed = threading.local()
+
+
+@contextlib.contextmanager
+def test_splits_sealed(who: str = "a method"):
+    """While inside, reading any TestSplit's data in this thread raises TestSplitSealed."""
+    previous = getattr(_sealed, "who", None)
+    _sealed.who = who
+    try:
+        yield
+    finally:
+        _sealed.who = previous
+
+
+test_splits_sealed.__test__ = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,9 +88,19 @@ class TrainSplit(_Split):
 
 
 class TestSplit(_Split):
-    """Held-out data: evaluation only."""
+    """Held-out data: evaluation only (sealed while a method fits)."""
 
     __test__ = False   # not a pytest test class
+    _GUARDED = frozenset({"images", "labels", "details", "batches", "model_inputs", "content_digest"})
+
+    def __getattribute__(self, name: str):
+        if name in TestSplit._GUARDED and getattr(_sealed, "who", None) is not None:
+            raise TestSplitSealed(f"{_sealed.who} read the test split of '{object.__getattribute__(self, 'dataset')}' "
+                                  "while fitting; test splits are for evaluation only")
+        return object.__getattribute__(self, name)
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 def holdout(split: TrainSplit, fraction: float, seed: int) -> tuple[TrainSplit, TrainSplit]:

@@ -4,6 +4,7 @@ method specs `NAME[key=value,...]`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import re
 import typing
@@ -58,14 +59,34 @@ def configure_protocol(protocol: Protocol, overrides: dict[str, str]) -> Protoco
             raise ConfigError(unknown_key(key, names, "the protocol"))
         values[key] = parse_value(key, raw, hints[key])
     new = dataclasses.replace(protocol, **values)
-    for key in ("lr", "epochs", "batch_size"):
-        if getattr(new, key) <= 0:
-            raise ConfigError(f"bad value for {key}: must be positive")
+    check_protocol(new)
+    return new
+
+
+# What each protocol number may be: (lowest allowed, highest allowed or None, whether the lowest is allowed).
+PROTOCOL_RANGES = {
+    "lr": (0.0, None, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, None, True),
+    "warmup_steps": (0, None, True), "epochs": (1, None, True), "batch_size": (1, None, True),
+    "eval_batch_size": (1, None, True),
+}
+
+
+def check_protocol(new: Protocol) -> None:
+    """Every protocol value in its range, checked before any work (a bad eval_batch_size used to fail
+    only after training)."""
+    for key, (low, high, low_ok) in PROTOCOL_RANGES.items():
+        value = getattr(new, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"bad value for {key}: {value!r} is not a finite number")
+        too_low = value < low if low_ok else value <= low
+        if too_low or (high is not None and value > high):
+            allowed = (f"{'at least' if low_ok else 'above'} {low}" if high is None
+                       else f"between {low} and {high}")
+            raise ConfigError(f"bad value for {key}: {value!r} (must be {allowed})")
     if new.optimizer not in ("sgd", "adamw"):
         raise ConfigError(f"bad value for optimizer: '{new.optimizer}' (choose sgd or adamw)")
     if new.schedule not in ("cosine", "constant"):
         raise ConfigError(f"bad value for schedule: '{new.schedule}' (choose cosine or constant)")
-    return new
 
 
 def split_overrides(pairs: list[str], method_cls) -> tuple[dict, dict]:

@@ -12,6 +12,32 @@ from ribench.engine.evaluate import autocast
 from ribench.engine.context import Batch, FitContext
 
 
+class Diverged(Exception):
+    """Training left finite numbers: the loss, or a weight, became NaN or infinite.
+
+    `step` is the optimizer step (counted from 0) at which it was seen; `what` is 'loss' or 'weights'.
+    A diverged cell is stored as failed, never as a result."""
+
+    def __init__(self, step: int, what: str, detail: str = ""):
+        self.step, self.what, self.detail = step, what, detail
+        super().__init__(f"{what} became non-finite at step {step}" + (f" ({detail})" if detail else ""))
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the model's parameters holding a NaN or an infinity (buffers may hold -inf by design:
+    an attention mask)."""
+    return [name for name, t in model.named_parameters()
+            if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Raise Diverged when a fitted model holds NaN or inf (a method may diverge without a loss we see)."""
+    bad = non_finite_tensors(model)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise Diverged(step, "weights", f"{bad[0]}{more}")
+
+
 def build_optimizer(protocol, groups):
     """SGD (momentum) or AdamW over the method's parameter groups, lr scaled per group."""
     torch_groups = [
@@ -57,6 +83,8 @@ def training_step(method, ctx: FitContext, optimizer, x, y, class_mask, indices=
     """
     with autocast(ctx.device):
         loss = method.compute_loss(ctx, Batch(x, y, class_mask, ctx.model, indices))
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise Diverged(ctx.step, "loss", f"loss {float(loss.detach().float().mean())}")
     optimizer.zero_grad(set_to_none=True)
     ctx.model.zero_grad(set_to_none=True)     # weights outside the optimizer may carry gradients too
     loss.backward()

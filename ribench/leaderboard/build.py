@@ -9,23 +9,70 @@ Distances for the forgetting-vs-OTDD figure are optional (see
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+from ribench.errors import RibenchError
 from ribench.leaderboard import plots
 from ribench.leaderboard.distances import load_distances
 from ribench.leaderboard.html import render_page
 from ribench.leaderboard.markdown import render_markdown
 from ribench.leaderboard.rows import trains_nothing
+from ribench.leaderboard.schema import FOLDER_NAME
+from ribench.leaderboard.tree import inside
 
 __all__ = ["build_suite"]
 
 
+OUTPUTS = ("README.md", "index.html", "plots")
+
+
 def build_suite(root: Path, suite: str, entries: list[dict], extra_distances=(), log=None) -> list[Path]:
-    """Write README.md, plots/ and index.html for one suite; returns the files written."""
+    """Write README.md, plots/ and index.html for one suite; returns the files written.
+
+    Everything is made in a temporary folder beside them and moved into place only once all of it
+    succeeded, so a failure leaves the previous pages and plots as they were; nothing is written or
+    deleted outside ``root/<suite>``."""
     folder = root / suite
-    plot_folder = folder / "plots"
-    for old in list(plot_folder.glob("*.png")) + list(plot_folder.glob("*.svg")):
-        old.unlink()                                     # figures of removed entries must not linger
+    if not FOLDER_NAME.match(suite) or folder.is_symlink() or not folder.is_dir() or not inside(folder, root):
+        raise RibenchError(f"{folder}: not a suite folder inside the leaderboard folder {root}")
+    building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder))
+    try:
+        try:
+            _render(building, folder, root, suite, entries, extra_distances, log)
+        except RibenchError:
+            raise
+        except Exception as error:       # a plot or page that cannot be made: one line, nothing changed
+            text = " ".join(str(error).split()) or "no message"
+            raise RibenchError(f"building the {suite} leaderboard failed ({type(error).__name__}: {text}); "
+                               f"nothing was changed under {folder}") from None
+        _swap_in(building, folder)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    written = sorted((folder / "plots").iterdir()) if (folder / "plots").is_dir() else []
+    return [*written, folder / "README.md", folder / "index.html"]
+
+
+def _swap_in(building: Path, folder: Path) -> None:
+    """Move the new outputs over the old ones: each a rename; figures of removed entries go with the old plots/."""
+    old_plots = folder / "plots"
+    retired = building / "plots-old"
+    if old_plots.is_symlink():
+        old_plots.unlink()                  # the link goes, never what it points to
+    elif old_plots.is_dir():
+        os.replace(old_plots, retired)
+    if (building / "plots").is_dir():
+        os.replace(building / "plots", old_plots)
+    for name in ("README.md", "index.html"):
+        os.replace(building / name, folder / name)
+
+
+def _render(out: Path, folder: Path, root: Path, suite: str, entries: list[dict], extra_distances, log) -> None:
+    """Every output of one suite, written under `out` (plots/, README.md, index.html)."""
+    plot_folder = out / "plots"
+    plot_folder.mkdir()
     measured_entries = [e for e in entries if e["kind"] == "measured"]
     reported_entries = [e for e in entries if e["kind"] == "reported"]
     measured = _group(measured_entries)
@@ -67,12 +114,10 @@ def build_suite(root: Path, suite: str, entries: list[dict], extra_distances=(),
         written += plots.reported_mri(reported_entries, plot_folder)
         figures.append(("reported-mri", f"mRI as reported by {reported_entries[0]['source']['title']} "
                                         "(not measured by ribench)"))
-    readme = folder / "README.md"
     used = {p: d for p, d in distances.items() if p in measured} if measured_entries else {}
-    readme.write_text(render_markdown(suite, measured, reported, figures, skipped, root, used), encoding="utf-8")
-    page = folder / "index.html"
-    page.write_text(render_page(suite, measured, reported, figures, plot_folder), encoding="utf-8")
-    return [*written, readme, page]
+    (out / "README.md").write_text(render_markdown(suite, measured, reported, figures, skipped, root, used),
+                                   encoding="utf-8")
+    (out / "index.html").write_text(render_page(suite, measured, reported, figures, plot_folder), encoding="utf-8")
 
 
 def _group(entries: list[dict]) -> dict[str, list[dict]]:

@@ -20,7 +20,7 @@ from ribench.leaderboard.schema import ENTRY_SCHEMA, MIN_SEEDS, SCHEMA_VERSION, 
 from ribench.report.cells import latest_cells
 from ribench.report.metrics import describe, ood, summarize
 from ribench.run.labels import resolve_label
-from ribench.store import Store
+from ribench.store import Store, cell_key
 
 __all__ = ["entry_from_cells", "entry_from_store"]
 
@@ -45,6 +45,19 @@ def _protocol_difference(found: dict, expected: dict) -> str:
     return ", ".join(changed)
 
 
+def _rederive(cell, where: str) -> None:
+    """What submit can re-derive of a stored cell: its key from its identity, and the columns the report
+    groups by from that identity (a row edited by hand, checksum and all, is refused)."""
+    identity = cell.identity
+    if cell_key(identity) != cell.key:
+        raise RibenchError(f"cannot submit {where}: stored cell {cell.key[:12]} does not match its identity "
+                           "(its key is not the hash of what it says it is); the store was edited")
+    for column in ("suite", "pretrain", "dataset", "seed"):
+        if column in identity and identity[column] != getattr(cell, column):
+            raise RibenchError(f"cannot submit {where}: stored cell {cell.key[:12]} has {column} "
+                               f"{getattr(cell, column)!r} but its identity says {identity[column]!r}")
+
+
 def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, pretrained: dict,
                      paper: str | None = None) -> dict:
     """A measured entry from the cells of one label; refuses incomplete grids.
@@ -53,6 +66,8 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
     Seeds whose grid is partial are left out; at least ``MIN_SEEDS`` complete seeds are required.
     """
     where = f"{label} on {suite.name}/{pretrain}"
+    for cell in cells:
+        _rederive(cell, where)
     expected_protocol = suite.protocol.as_dict()
     on_protocol = [c for c in cells if c.identity.get("protocol") == expected_protocol]
     if not on_protocol:
@@ -149,8 +164,14 @@ def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, met
     suite = SUITES.get(suite_name)()
     suite.attach_data(data_root)
     method_cls, _, label = resolve_label(method)
-    with Store(store_path) as store:
+    with Store(store_path, readonly=True) as store:
         latest, cells = latest_cells(store, suite.name, pretrain, label)
+        _, failed = latest_cells(store, suite.name, pretrain, label, status="failed")
+    if failed:
+        first = failed[0]
+        raise RibenchError(f"cannot submit {label}: {len(failed)} of its cells failed ({first.dataset}, seed "
+                           f"{first.seed}: {first.failure()}); an entry is made from finished cells only "
+                           "(rerun them with 'ribench run --retry-failed' or change the settings)")
     if latest["identity"]["manifests"] != suite.manifest_hash():
         raise RibenchError(f"cannot submit {label}: the stored results of {suite.name}/{pretrain} were made "
                            "with other data manifests than this ribench's")

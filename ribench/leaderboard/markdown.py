@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 from ribench.leaderboard.rows import interval_text, measured_rows, reported_by_method, reported_sources
@@ -13,7 +15,14 @@ __all__ = ["render_markdown"]
 
 
 def _short(sha: str) -> str:
-    return sha[:12]
+    return text(sha[:12])
+
+
+def text(value) -> str:
+    """Entry text as inert Markdown: one line, HTML special characters as entities, emphasis and code
+    characters escaped, no link ('](' broken); '|' is escaped by the table renderer."""
+    flat = html.escape(" ".join(str(value).split()), quote=False)
+    return re.sub(r"([\\`*_~])", r"\\\1", flat).replace("](", "]\\(")
 
 
 def render_markdown(suite: str, measured: dict[str, list[dict]], reported: dict[str, list[dict]],
@@ -42,39 +51,39 @@ def _intro(suite: str) -> list[str]:
 
 def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap, root: Path, distances) -> str:
     for pretrain, group in measured.items():
-        out += [f"## {pretrain} (measured)", ""]
+        out += [f"## {text(pretrain)} (measured)", ""]
         rows = measured_rows(group)
         out.append(markdown_table(["#", "method", *(c[0] for c in rows[0]["cells"])],
-                          [[str(n), r["method"], *(c[1] for c in r["cells"])] for n, r in enumerate(rows, 1)],
+                          [[str(n), text(r["method"]), *(c[1] for c in r["cells"])] for n, r in enumerate(rows, 1)],
                           text_columns=2))
         out += ["", "RI per downstream dataset (mean over seeds):", ""]
-        out.append(markdown_table(["method", *(c[0] for c in rows[0]["ri"]), "mRI"],
-                          [[r["method"], *(c[1] for c in r["ri"]), r["cells"][0][1].split(" ")[0]] for r in rows]))
+        out.append(markdown_table(["method", *(text(c[0]) for c in rows[0]["ri"]), "mRI"],
+                          [[text(r["method"]), *(c[1] for c in r["ri"]), r["cells"][0][1].split(" ")[0]] for r in rows]))
         pre = group[0]["pretrained"]
         out += ["", f"Pretrained model: ID {pre['ID']:.1f}, mean OOD {pre['OOD']:.1f}, "
-                    f"{group[0]['grid']['pretrain_eval']} {pre['accuracy'][group[0]['grid']['pretrain_eval']]:.1f}.",
+                    f"{text(group[0]['grid']['pretrain_eval'])} {pre['accuracy'][group[0]['grid']['pretrain_eval']]:.1f}.",
                 ""]
     if measured:
         out += ["## Provenance", "",
                 markdown_table(["pretrain", "method", "hyperparameters", "seeds", "git commit(s)", "weights sha256",
                         "manifests sha256", "entry"],
-                       [[e["pretrain"], e["method"]["label"],
-                         json.dumps(e["method"]["hyperparameters"], sort_keys=True) if e["method"]["hyperparameters"]
+                       [[text(e["pretrain"]), text(e["method"]["label"]),
+                         text(json.dumps(e["method"]["hyperparameters"], sort_keys=True)) if e["method"]["hyperparameters"]
                          else "defaults",
                          ",".join(map(str, e["grid"]["seeds"])),
                          ", ".join(_short(c) for c in e["provenance"]["git_commits"]) or "—",
                          _short(e["provenance"]["weights_sha256"]), _short(e["provenance"]["manifests_sha256"]),
-                         f"[{Path(e['_path']).name}]({Path(e['_path']).relative_to(root / e['suite']).as_posix()})"]
+                         _entry_link(e, root)]
                         for group in measured.values() for e in group], text_columns=8), ""]
     if figures:
         out += ["## Plots", ""]
         for stem, caption in figures:
-            out += [f"![{caption}](plots/{stem}.png)", "", f"*{caption}* ([SVG](plots/{stem}.svg))", ""]
+            out += [f"![{text(caption)}](plots/{stem}.png)", "", f"*{text(caption)}* ([SVG](plots/{stem}.svg))", ""]
         for pretrain, found in (distances or {}).items():
-            out += [f"Distances for {pretrain}: {found['quantity']} from `{Path(found['source']).name}`"
-                    + (f" ({found['detail']})" if found.get("detail") else "") + ".", ""]
+            out += [f"Distances for {text(pretrain)}: {text(found['quantity'])} from {text(Path(found['source']).name)}"
+                    + (f" ({text(found['detail'])})" if found.get("detail") else "") + ".", ""]
         for pretrain, names in skipped_heatmap.items():
-            out += [f"Not drawn in the heatmap of {pretrain}: {', '.join(names)} (trains nothing: every change "
+            out += [f"Not drawn in the heatmap of {text(pretrain)}: {text(', '.join(names))} (trains nothing: every change "
                     "is zero by definition).", ""]
     if reported:
         out += ["## Reported in papers (not measured by ribench)", "",
@@ -85,10 +94,16 @@ def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap,
         metrics = sorted({name for group in reported.values() for e in group for name in e["metrics"]},
                          key=lambda n: OVERALL.index(n) if n in OVERALL else len(OVERALL))
         for metric in metrics:
-            out += [f"{metric}:", "", markdown_table(["method", *(f"{p} ({names[p]})" for p in pretrains)],
-                                             [[label, *(interval_text(found[p]["metrics"].get(metric))
+            out += [f"{metric}:", "", markdown_table(["method", *(f"{text(p)} ({text(names[p])})" for p in pretrains)],
+                                             [[text(label), *(interval_text(found[p]["metrics"].get(metric))
                                                         if p in found else "—" for p in pretrains)]
                                               for label, found in by_method.items()]), ""]
         for source, notes in reported_sources(reported):
-            out += [f"Source: {source}.", ""] + [f"- {note}" for note in notes] + [""]
+            out += [f"Source: {text(source)}.", ""] + [f"- {text(note)}" for note in notes] + [""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _entry_link(entry: dict, root: Path) -> str:
+    """A link to the entry file; its path comes from the tree (plain folder names), not from entry text."""
+    path = Path(entry["_path"])
+    return f"[{text(path.name)}]({path.relative_to(root / entry['suite']).as_posix()})"

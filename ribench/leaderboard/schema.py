@@ -29,6 +29,11 @@ OVERALL = ("mRI", "ID", "ID_gain", "OOD", "forgetting", "pretrain_acc")
 # Arithmetic tolerance: entries round to 4 decimals of a percentage point.
 TOLERANCE = 2e-3
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# suite and pretrain name folders: one plain path component, never '.', '..', absolute or with a separator.
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+# Every number of an entry is a percentage or a difference of percentages: far outside this is an error,
+# and would break the plots (a 1e308 interval overflows the axes).
+NUMBER_LIMIT = 1000.0
 
 
 class EntryError(RibenchError):
@@ -66,7 +71,9 @@ class _Checker:
             self.fail(field, f"expected a non-empty string, got {_kind(value)}")
             return False
         if pattern is not None and not pattern.match(value):
-            self.fail(field, f"{value!r} is not a {'sha256 hex digest' if pattern is _SHA256 else 'valid value'}")
+            what = {id(_SHA256): "sha256 hex digest",
+                    id(FOLDER_NAME): "plain folder name (letters, digits, . _ + -; not starting with a dot)"}
+            self.fail(field, f"{value!r} is not a {what.get(id(pattern), 'valid value')}")
             return False
         return True
 
@@ -75,6 +82,10 @@ class _Checker:
             return True
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(field, f"expected a finite number, got {_kind(value)}")
+            return False
+        if abs(value) > NUMBER_LIMIT:
+            self.fail(field, f"{value:g} is outside [-{NUMBER_LIMIT:g}, {NUMBER_LIMIT:g}] (entries hold percentages "
+                             "and percentage points)")
             return False
         return True
 
@@ -171,8 +182,8 @@ def validate_entry(entry: Any) -> list[str]:
         return c.problems
     measured = kind == "measured"
     c.mapping(entry, "", _TOP_MEASURED if measured else _TOP_REPORTED)
-    c.string(entry.get("suite"), "suite")
-    c.string(entry.get("pretrain"), "pretrain")
+    c.string(entry.get("suite"), "suite", pattern=FOLDER_NAME)
+    c.string(entry.get("pretrain"), "pretrain", pattern=FOLDER_NAME)
     if entry.get("units") != UNITS:
         c.fail("units", f"expected {UNITS!r} (accuracies in %, differences in percentage points), "
                         f"got {_kind(entry.get('units'))}")

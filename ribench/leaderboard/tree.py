@@ -15,8 +15,8 @@ from pathlib import Path
 from ribench.errors import RibenchError
 from ribench.leaderboard.schema import EntryError, validate_entry
 
-__all__ = ["check_tree", "dumps_entry", "entry_filename", "entry_paths", "entry_slug", "load_entry", "load_tree",
-           "write_entry"]
+__all__ = ["check_tree", "dumps_entry", "entry_filename", "entry_paths", "entry_slug", "inside", "load_entry",
+           "load_tree", "write_entry"]
 
 REPORTED_PREFIX = "reported-"
 
@@ -34,16 +34,29 @@ def entry_filename(entry: dict) -> str:
     return prefix + entry_slug(entry["method"]["label"]) + ".json"
 
 
+MAX_ENTRY_BYTES = 1 << 20      # a real entry is a few kB; anything past this is refused unread
+MAX_DEPTH = 32                 # a real entry nests 5 levels; json's recursion would crash far deeper
+
+
 def load_entry(path: str | Path, root: str | Path | None = None) -> dict:
-    """Read and validate one entry; with ``root``, its place in the tree must match its content."""
+    """Read and validate one entry; with ``root``, it must be a plain file inside the tree whose place
+    matches its content."""
     path = Path(path)
+    problems = _location_problems(path, Path(root)) if root is not None else []
+    if problems:
+        raise EntryError(f"{path}: {problems[0]}")
     try:
+        size = path.stat().st_size
+        if size > MAX_ENTRY_BYTES:
+            raise EntryError(f"{path}: {size} bytes, larger than the {MAX_ENTRY_BYTES} an entry may have")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise EntryError(f"{path}: cannot read: {error}") from None
+    if _nesting(text) > MAX_DEPTH:
+        raise EntryError(f"{path}: nested deeper than {MAX_DEPTH} levels; not an entry")
     try:
         entry = json.loads(text, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, ValueError) as error:
+    except (json.JSONDecodeError, ValueError, RecursionError) as error:
         raise EntryError(f"{path}: not valid JSON: {error}") from None
     problems = validate_entry(entry)
     if not problems and root is not None:
@@ -54,27 +67,75 @@ def load_entry(path: str | Path, root: str | Path | None = None) -> dict:
     return entry
 
 
+def _nesting(text: str) -> int:
+    """The deepest nesting of [ and { outside strings, read without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not allowed in an entry (use null)")
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, every link followed, lies inside `root` (also resolved)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
+
+
+def _location_problems(path: Path, root: Path) -> list[str]:
+    """An entry is a plain file at <root>/<suite>/<pretrain>/<name>.json: no link anywhere on the way,
+    nothing outside the root (a pull request can carry a symbolic link)."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return [f"not under the leaderboard folder {root}"]
+    step = root
+    for part in parts:
+        step = step / part
+        if step.is_symlink():
+            return [f"{step} is a symbolic link; entries must be plain files inside the leaderboard folder"]
+    if not inside(path, root):
+        return [f"lies outside the leaderboard folder {root}"]
+    if len(parts) != 3:
+        return ["not an entry's place; entries live at <root>/<suite>/<pretrain>/<entry>.json"]
+    return []
 
 
 def _placement_problems(entry: dict, path: Path, root: Path) -> list[str]:
     """leaderboards/<suite>/<pretrain>/<slug>.json must agree with the entry's fields."""
     problems = []
-    try:
-        parts = path.resolve().relative_to(root.resolve()).parts
-    except ValueError:
-        return []
-    if len(parts) == 3:
-        suite, pretrain, name = parts
-        if entry["suite"] != suite:
-            problems.append(f"field 'suite': {entry['suite']!r} but the file is in folder {suite!r}")
-        if entry["pretrain"] != pretrain:
-            problems.append(f"field 'pretrain': {entry['pretrain']!r} but the file is in folder {pretrain!r}")
-        expected = entry_filename(entry)
-        if name != expected:
-            problems.append(f"field 'method.label': {entry['method']['label']!r} ({entry['kind']}) "
-                            f"belongs in a file named {expected!r}")
+    suite, pretrain, name = path.relative_to(root).parts
+    if entry["suite"] != suite:
+        problems.append(f"field 'suite': {entry['suite']!r} but the file is in folder {suite!r}")
+    if entry["pretrain"] != pretrain:
+        problems.append(f"field 'pretrain': {entry['pretrain']!r} but the file is in folder {pretrain!r}")
+    expected = entry_filename(entry)
+    if name != expected:
+        problems.append(f"field 'method.label': {entry['method']['label']!r} ({entry['kind']}) "
+                        f"belongs in a file named {expected!r}")
     return problems
 
 
@@ -142,6 +203,9 @@ def write_entry(entry: dict, root: str | Path, replace: bool = False) -> tuple[P
     if problems:
         raise EntryError(f"entry for {entry.get('method', {}).get('label')}: {problems[0]}")
     path = Path(root) / entry["suite"] / entry["pretrain"] / entry_filename(entry)
+    problems = _location_problems(path, Path(root))
+    if problems:
+        raise RibenchError(f"{path}: {problems[0]}")
     text = dumps_entry(entry)
     state = "written"
     if path.exists():

@@ -12,6 +12,7 @@ the suite's classes.
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,20 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ribench.errors import WeightsError
+
+
+def unloadable(path, what: str, error: BaseException, hint: str = "") -> WeightsError:
+    """One line for a weights file that cannot be loaded, whatever the loading library raised
+    (open_clip asserts, safetensors and torch raise their own types; torch's advice to pass
+    weights_only=False, which would run the file's code, is never repeated)."""
+    if isinstance(error, pickle.UnpicklingError):
+        why = "it holds pickled Python objects besides tensors, which ribench never loads"
+    else:
+        text = " ".join(str(error).split()) or "no message"
+        why = f"{type(error).__name__}: {text if len(text) < 300 else text[:300] + ' ...'}"
+    return WeightsError(f"{path} is not {what} ({why}){hint}")
 
 
 def sha256_file(path: str | Path) -> str:

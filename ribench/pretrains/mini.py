@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ribench.errors import MissingWeightsError, RibenchError
-from ribench.pretrains.base import ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file
+from ribench.pretrains.base import (ClipClassifier, Pretrained, TimmClassifier, normalizer, sha256_file,
+                                   unloadable)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -108,16 +109,27 @@ def _load_state(name: str, path: Path | None):
     if not path.exists():
         raise MissingWeightsError(
             f"weights for '{name}' not found at {path}; run 'ribench pretrain {name}' to rebuild them")
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return load_file(str(path)), meta, sha256_file(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta, sha256_file(path)
+    except Exception as exc:              # a truncated or damaged file: safetensors raises its own error type
+        raise unloadable(path, f"{name} weights", exc, _rebuild_hint(name)) from None
+
+
+def _rebuild_hint(name: str) -> str:
+    return f"; run 'ribench pretrain {name}' to rebuild them"
 
 
 def build_mini_clip(suite, weights: str | Path | None = None) -> Pretrained:
     state, meta, digest = _load_state("mini-clip", weights)
-    tokenizer = CompactTokenizer(json.loads(meta["known_ids"]), CLIP_CONFIG["text_cfg"]["context_length"])
-    clip = new_clip(tokenizer)
-    clip.load_state_dict(state)
+    try:
+        tokenizer = CompactTokenizer(json.loads(meta["known_ids"]), CLIP_CONFIG["text_cfg"]["context_length"])
+        clip = new_clip(tokenizer)
+        clip.load_state_dict(state)
+    except Exception as exc:              # a file of another model, or without its tokenizer's metadata
+        raise unloadable(weights or weights_file("mini-clip"), "mini-clip weights", exc,
+                         _rebuild_hint("mini-clip")) from None
     model = ClipClassifier(clip, tokenizer, suite.class_names, suite.templates)
     return Pretrained("mini-clip", model, normalizer(CLIP_MEAN, CLIP_STD), digest, True, info=meta)
 
@@ -127,7 +139,11 @@ def build_mini_sup(suite, weights: str | Path | None = None) -> Pretrained:
 
     state, meta, digest = _load_state("mini-sup", weights)
     vit = new_vit(len(CLASS_NAMES))
-    vit.load_state_dict(state)
+    try:
+        vit.load_state_dict(state)
+    except Exception as exc:
+        raise unloadable(weights or weights_file("mini-sup"), "mini-sup weights", exc,
+                         _rebuild_hint("mini-sup")) from None
     index = [CLASS_NAMES.index(c) for c in suite.class_names]
     return Pretrained("mini-sup", TimmClassifier(vit, index), normalizer((0.5,) * 3, (0.5,) * 3), digest, False,
                       info=meta)

@@ -6,6 +6,7 @@ Nothing here writes the store; the driver does (see ribench.run.runner).
 from __future__ import annotations
 
 import functools
+import hashlib
 import platform
 import subprocess
 import time
@@ -15,26 +16,53 @@ import torch
 
 from ribench import __version__
 from ribench.data.features import cached_features
-from ribench.data.splits import holdout
+from ribench.data.splits import holdout, test_splits_sealed
 from ribench.engine.evaluate import accuracy, evaluate_all
+from ribench.engine.trainer import Diverged, check_finite_weights
 from ribench.run.spec import Cell, RunSpec, fit_context
 from ribench.store import CellRecord
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the ribench source, when it runs from a git checkout."""
+PACKAGE_DIR = Path(__file__).resolve().parent.parent        # the installed ribench package
+
+
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the ribench source, only when ribench runs from its own git checkout: the repository's
+    top level holds this package and tracks it. ribench installed inside another repository (a vendored
+    copy, a virtualenv in a project) records no commit rather than that repository's."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != PACKAGE_DIR.parent:
+        return None
+    if _git("ls-files", "--error-unmatch", "--", "__init__.py") is None:      # relative to the package
+        return None
+    return _git("rev-parse", "HEAD")
+
+
+@functools.lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """sha256 of the package's Python files (relative path and bytes, in path order): the code that ran,
+    however it was installed."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def provenance(spec: RunSpec, pretrained) -> dict:
     return {
-        "ribench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        "ribench": __version__, "git_commit": git_commit(), "code_sha256": code_sha256(), "torch": torch.__version__,
         "python": platform.python_version(), "device": spec.device, "threads": torch.get_num_threads(),
         "manifests_sha256": spec.suite.manifest_hash(), "weights_sha256": pretrained.weights_sha256,
     }
@@ -53,6 +81,26 @@ def evaluate_pretrained(spec: RunSpec, pretrained) -> dict:
     return accuracies
 
 
+FAILED = "failed"     # a diverged cell: stored so it is not silently recomputed, never reported as a result
+
+
+def _fit(spec: RunSpec, method, ctx) -> dict:
+    """method.fit with every test split sealed, then a check that the fitted weights are finite (Diverged)."""
+    with test_splits_sealed(f"method '{spec.label}'"):
+        timings = method.fit(ctx)
+    check_finite_weights(ctx.model, ctx.step)
+    return timings
+
+
+def failed_record(spec: RunSpec, pretrained, cell: Cell, error: Diverged, started: float) -> CellRecord:
+    """The row of a cell whose training diverged: no accuracies, the step and what became non-finite."""
+    return CellRecord(
+        key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
+        label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity, accuracies={},
+        status=FAILED, details={"diverged": {"step": error.step, "what": error.what, "detail": error.detail}},
+        timings={"total_s": time.perf_counter() - started}, provenance=provenance(spec, pretrained))
+
+
 def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingredients=None):
     """Fine-tune a fresh copy of the pretrained model on one downstream train split, evaluate all.
 
@@ -63,7 +111,10 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
-    timings = method.fit(ctx)
+    try:
+        timings = _fit(spec, method, ctx)
+    except Diverged as error:
+        return ctx.model, failed_record(spec, pretrained, cell, error, start)
     learned = method.learned(ctx)
     model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
     t_eval = time.perf_counter()
@@ -97,7 +148,10 @@ def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, train=fit, ingredients=ingredients)
     method = spec.method_cls(spec.method_config)
-    timings = method.fit(ctx)
+    try:
+        timings = _fit(spec, method, ctx)
+    except Diverged as error:
+        return ctx.model, failed_record(spec, pretrained, cell, error, start)
     t_eval = time.perf_counter()
     size = spec.protocol.eval_batch_size
     accuracies = {"heldout": accuracy(ctx.model, pretrained.preprocess, held_out, size, spec.device),

@@ -61,7 +61,8 @@ class LocalExecutor(Executor):
             try:
                 ingredients = {name: load_weights(key) for name, key in task.needs.items()}
                 record, weights = perform(task, ingredients)
-            except Exception as error:     # a cell's failure is reported; the other cells go on
+            except (Exception, SystemExit) as error:   # a cell's failure (a plug-in's sys.exit too) is reported;
+                # the other cells go on
                 failed.add(task.key)
                 on_failure(task, failure_message(task, error))
                 continue

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ribench.catalog import METHODS
 from ribench.engine.compose import resolve_method
 from ribench.errors import RibenchError
-from ribench.run.cell import load_pretrained, pretrained_identity, provenance
+from ribench.run.cell import FAILED, load_pretrained, pretrained_identity, provenance
 from ribench.run.executor import Executor, LocalExecutor
 from ribench.run.labels import method_label
 from ribench.run.spec import RunSpec, ingredient_spec, ingredient_specs, plan
@@ -63,11 +63,16 @@ def pretrained_accuracies(spec: RunSpec, pretrained, store: Store, executor: Exe
 
 
 FINISHED = ("done", "selection")     # a selection cell is finished too; it is kept out of reports
+# A cell stored as FAILED (it diverged) is not finished: it is skipped, not recomputed, unless retried.
+
+
+def _status(store: Store, key: str) -> str | None:
+    record = store.get(key)
+    return None if record is None else record.status
 
 
 def _done(store: Store, key: str) -> bool:
-    record = store.get(key)
-    return record is not None and record.status in FINISHED
+    return _status(store, key) in FINISHED
 
 
 def _max_difference(a: dict, b: dict) -> float:
@@ -77,9 +82,10 @@ def _max_difference(a: dict, b: dict) -> float:
 class Plan:
     """The tasks of one or more runs, ingredients before the cells that need them, each cell once."""
 
-    def __init__(self, store: Store, log=print, threads: int | None = None):
-        self.store, self.log, self.threads = store, log, threads
+    def __init__(self, store: Store, log=print, threads: int | None = None, retry_failed: bool = False):
+        self.store, self.log, self.threads, self.retry_failed = store, log, threads, retry_failed
         self.tasks: dict[str, CellTask] = {}
+        self.busy = 0                  # cells skipped because another process is running them
 
     def add(self, spec: RunSpec, pretrained, pre_acc: dict, keep: bool | None = None) -> tuple[int, int]:
         """Plan `spec`'s missing cells (after its ingredients'); returns (cells, of which pending)."""
@@ -90,6 +96,11 @@ class Plan:
             needs[name] = {(c.dataset, c.seed): c.key for c in plan(sub, pretrained)}
         keep = keeps_weights(spec) if keep is None else keep
         cells = plan(spec, pretrained)
+        failed = [c for c in cells if _status(self.store, c.key) == FAILED]
+        if failed and not self.retry_failed:
+            self.log(f"{len(failed)} {spec.label} cell(s) are stored as failed (diverged); skipping them "
+                     "(pass --retry-failed to run them again)")
+            cells = [c for c in cells if c not in failed]
         pending = [c for c in cells if not _done(self.store, c.key) or (keep and not self.store.has_weights(c.key))]
         refit = sum(1 for c in pending if _done(self.store, c.key))
         if len(pending) < len(cells):
@@ -108,9 +119,31 @@ class Plan:
                 threads=self.threads, code=code_version(), local=(spec, pretrained))
         return len(cells), len(pending)
 
+    def _claimed(self, tasks: list[CellTask]) -> list[CellTask]:
+        """The tasks this process may run: each claimed in the store; a cell another live process is running
+        (and the cells that need it) is skipped, one finished meanwhile is dropped."""
+        busy: dict[str, dict] = {}
+        mine = []
+        for task in tasks:
+            missing = [key for key in task.needs.values() if key in busy]
+            holder = busy[missing[0]] if missing else self.store.claim(task.key)
+            if holder is not None:
+                busy[task.key] = holder
+                continue
+            if _done(self.store, task.key) and not (task.keep_weights and not self.store.has_weights(task.key)):
+                self.store.release(task.key)          # another process finished it since it was planned
+                continue
+            mine.append(task)
+        self.busy = len(busy)
+        if busy:
+            holder = next(iter(busy.values()))
+            self.log(f"{len(busy)} cell(s) are being run by another process (pid {holder['pid']} on {holder['host']}); "
+                     "skipping them here: run the same command again after it finished to see their results")
+        return mine
+
     def run(self, executor: Executor, progress: bool = True, desc: str = "cells") -> int:
         """Run every planned task; writes each result; raises CellsFailed after all ran if any failed."""
-        tasks = list(self.tasks.values())
+        tasks = self._claimed(list(self.tasks.values()))
         failures: list[str] = []
         bar = tqdm(total=len(tasks), unit="cell", desc=desc, leave=True) if progress and tasks else None
 
@@ -118,8 +151,13 @@ class Plan:
             if weights is not None:
                 self.store.save_weights(task.key, weights)
             stored = self.store.get(task.key)
+            if record.status == FAILED:
+                self.log(f"warning: {task.describe()} {record.failure()}; stored as failed, not as a result")
             if stored is None or stored.status not in FINISHED:
-                self.store.put(record)
+                try:
+                    self.store.put(record, replace_failed=stored is not None and stored.status == FAILED)
+                except ValueError:            # another process stored it meanwhile (its lease had run out)
+                    self.log(f"note: {task.describe()} was stored meanwhile by another process; its row is kept")
             elif _max_difference(stored.accuracies, record.accuracies) > 0:
                 self.log(f"note: {task.describe()} trained again for its weights differs from the stored cell by "
                          f"up to {_max_difference(stored.accuracies, record.accuracies):.2%}; "
@@ -139,6 +177,8 @@ class Plan:
         finally:
             if bar is not None:
                 bar.close()
+            for task in tasks:
+                self.store.release(task.key)
         if failures:       # each was logged as it happened; the last line names the first few
             shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
             raise CellsFailed(f"{len(failures)} of {len(tasks)} cell(s) failed, the others are stored: {shown}")
@@ -146,14 +186,16 @@ class Plan:
 
 
 def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = None, progress: bool = True,
-              log=print, threads: int | None = None, pretrained=None, keep_weights: bool | None = None) -> dict:
+              log=print, threads: int | None = None, pretrained=None, keep_weights: bool | None = None,
+              retry_failed: bool = False) -> dict:
     """Run every missing cell of several runs as one plan (each pretrained model loaded and evaluated once).
 
-    Returns {"planned": cells asked for, "ran": cells run, "pretrained": {pretrain: A_pre}}.
+    Returns {"planned": cells asked for, "ran": cells run, "busy": cells left to another process running them,
+    "pretrained": {pretrain: A_pre}}.
     """
     executor = executor or LocalExecutor()
     loaded: dict[tuple, object] = {}
-    work = Plan(store, log, threads)
+    work = Plan(store, log, threads, retry_failed)
     planned = ran = 0
     accuracies = {}
     try:
@@ -171,11 +213,12 @@ def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = No
         work.run(executor, progress, desc=specs[0].label if len(specs) == 1 else "grid")
     finally:
         executor.close()
-    return {"planned": planned, "ran": ran, "pretrained": accuracies}
+    return {"planned": planned, "ran": ran - work.busy, "busy": work.busy, "pretrained": accuracies}
 
 
 def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print,
-            keep_weights: bool | None = None, executor: Executor | None = None, threads: int | None = None) -> dict:
+            keep_weights: bool | None = None, executor: Executor | None = None, threads: int | None = None,
+            retry_failed: bool = False) -> dict:
     """Run every planned cell of one run not yet in the store; returns counts and the pretrained accuracies."""
-    counts = run_specs([spec], store, executor, progress, log, threads, pretrained, keep_weights)
+    counts = run_specs([spec], store, executor, progress, log, threads, pretrained, keep_weights, retry_failed)
     return {**counts, "pretrained": counts["pretrained"][spec.preset.name]}

@@ -19,7 +19,7 @@ import math
 import os
 from pathlib import Path
 
-from ribench.errors import ConfigError
+from ribench.errors import ConfigError, RibenchError
 from ribench.run.executor import Executor
 from ribench.run.cell import load_pretrained
 from ribench.run.runner import run_specs
@@ -68,6 +68,12 @@ def _beyond(grid: list[float], best: float) -> float | None:
     return float(f"{(best / step if best == ordered[0] else best * step):.3g}")
 
 
+def _heldout(store: Store, key: str) -> float | None:
+    """A selection cell's held-out accuracy; None for a cell that failed (diverged)."""
+    record = store.get(key)
+    return None if record is None or "heldout" not in record.accuracies else record.accuracies["heldout"]
+
+
 def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executor | None = None,
          overrides=(), datasets=None, includes=(), progress: bool = True, log=print, **where) -> dict:
     """Run (or resume) a method's selection; returns its choice (written nowhere yet)."""
@@ -77,11 +83,15 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
         log(f"{base.label} tunes {recipe.tune} at {recipe.lr_from}'s chosen lr ({base.protocol.lr:g})")
     run_specs([spec for _, spec in runs], store, executor, progress=progress, log=log, keep_weights=False)
     pretrained = load_pretrained(base, "cpu")
+    # a candidate with a failed (diverged) cell has no score: it is never chosen
     scores = {value: _score(store, spec, pretrained) for value, spec in runs}
     grid = sorted(scores)
+    if all(score is None for score in scores.values()):
+        raise RibenchError(f"every {recipe.tune} candidate of {base.label} diverged on held-out train data; "
+                           "nothing to choose (see 'ribench results' for the failed cells)")
     centre = base.protocol.lr if recipe.tune == "lr" else recipe.centre
     middle = grid.index(min(grid, key=lambda v: abs(math.log(v / centre))))
-    best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - middle)))   # ties: nearest the recipe's
+    best = _best(grid, scores, middle)                                           # ties: nearest the recipe's
     extended = []
     chosen_on = list(runs[0][1].datasets)
     for _ in range(EDGE_STEPS):
@@ -96,12 +106,12 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
         scores[value] = _score(store, spec, pretrained)
         extended.append(value)
         grid = sorted(scores)
-        best = max(grid, key=lambda v: (scores[v], -abs(grid.index(v) - grid.index(best))))
+        best = _best(grid, scores, grid.index(best))
     pre = {c.dataset: store.get(c.key).accuracies["pretrained_heldout"] for c in plan(runs[0][1], pretrained)}
     return {
         "method": method_label(base.method_cls, base.method_config), "tune": recipe.tune, "value": best, "grid": grid,
         "extended": extended,
-        "heldout_acc": {repr(v): round(scores[v], 6) for v in grid},
+        "heldout_acc": {repr(v): None if scores[v] is None else round(scores[v], 6) for v in grid},
         "pretrained_heldout_acc": round(sum(pre.values()) / len(pre), 6),
         "datasets": list(runs[0][1].datasets), "seed": SELECTION_SEED, "holdout": HOLDOUT,
         "overrides": list(overrides),
@@ -111,10 +121,15 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
     }
 
 
-def _score(store: Store, spec: RunSpec, pretrained) -> float:
-    """Mean held-out accuracy over the selection datasets."""
-    accs = [store.get(c.key).accuracies["heldout"] for c in plan(spec, pretrained)]
-    return sum(accs) / len(accs)
+def _score(store: Store, spec: RunSpec, pretrained) -> float | None:
+    """Mean held-out accuracy over the selection datasets; None if a cell failed (diverged)."""
+    accs = [_heldout(store, c.key) for c in plan(spec, pretrained)]
+    return None if None in accs else sum(accs) / len(accs)
+
+
+def _best(grid: list[float], scores: dict, near: int) -> float:
+    """The best-scoring value; among equals, the one nearest position `near` of the grid."""
+    return max((v for v in grid if scores[v] is not None), key=lambda v: (scores[v], -abs(grid.index(v) - near)))
 
 
 def _where(where: dict, includes) -> dict:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import torch
 
 from ribench.catalog import METHODS, PRETRAINS, SUITES
-from ribench.data.features import cached_features
+from ribench.data.features import TrainFeatures
 from ribench.engine.compose import method_class, resolve_method
 from ribench.engine.context import FitContext
 from ribench.engine.settings import configure_protocol, parse_spec, split_overrides
@@ -92,9 +93,14 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         METHODS.include(path)
     method_name, inline = parse_spec(method)
     method_cls = method_class(method_name)
+    check_seeds(seeds)
+    check_device_name(device)
+    if datasets is not None and not datasets:
+        raise ConfigError("--datasets names no dataset (give comma-separated names, or leave it out for all)")
     suite_obj = SUITES.get(suite)()
-    suite_obj.attach_data(data_root)
     preset = PRETRAINS.get(pretrain)
+    preset.check_suite(suite_obj)
+    suite_obj.attach_data(data_root)
     method_over, protocol_over = split_overrides(list(overrides), method_cls)
     asked = method_cls.configure(inline)
     base_protocol, selection = _protocol_of(method_cls, asked, suite_obj, preset.name, protocol)
@@ -114,8 +120,6 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         datasets = list(dict.fromkeys(datasets))
     else:
         datasets = suite_obj.downstream
-    if not seeds:
-        raise ConfigError("no seeds given")
     if method_cls.requires_text_tower and not preset.has_text_tower:
         raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
     if check_device and device.startswith("cuda") and not torch.cuda.is_available():
@@ -130,6 +134,27 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         sub = ingredient_spec(spec, name)
         spec.selection.update(sub.selection)
     return spec
+
+
+DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def check_seeds(seeds) -> None:
+    """Seeds are distinct whole numbers >= 0 (numpy's generators refuse negative seeds, after training)."""
+    seeds = list(seeds or ())
+    if not seeds:
+        raise ConfigError("no seeds given")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"bad seed {seed!r}: seeds are whole numbers of at least 0")
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ConfigError(f"seed {repeated[0]} is given twice; each seed is one cell per dataset")
+
+
+def check_device_name(device: str) -> None:
+    if not isinstance(device, str) or not DEVICE.match(device):
+        raise ConfigError(f"unknown device {device!r} (choose cpu, cuda, cuda:N or mps)")
 
 
 def resolve_request(request: RunRequest, check_device: bool = True) -> RunSpec:
@@ -236,8 +261,7 @@ def fit_context(spec: RunSpec, pretrained, dataset: str, seed: int, train=None, 
         model=model, pretrained=frozen, train=train_split,
         source=spec.suite.train_split(spec.suite.pretrain_eval),
         preprocess=pretrained.preprocess, protocol=protocol or spec.protocol, seed=seed, device=spec.device,
-        train_features=lambda: cached_features(pretrained, train_split, "train",
-                                               spec.protocol.eval_batch_size, spec.device),
+        train_features=TrainFeatures(pretrained, train_split, spec.protocol.eval_batch_size, spec.device),
         has_text_tower=pretrained.has_text_tower,
         class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
         ingredients=dict(ingredients or {}),

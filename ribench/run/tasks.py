@@ -17,7 +17,7 @@ import torch
 
 from ribench import __version__
 from ribench.errors import RibenchError
-from ribench.run.cell import git_commit, load_pretrained, run_cell
+from ribench.run.cell import FAILED, git_commit, load_pretrained, run_cell
 from ribench.run.spec import RunRequest, cell_for, resolve_request
 from ribench.store import CellRecord
 from ribench.toolkit.weights import changed_tensors
@@ -82,13 +82,17 @@ def perform(task: CellTask, ingredients: dict | None = None) -> tuple[CellRecord
     if cell.key != task.key:
         raise CellFailed(f"{task.describe()}: this worker computes another cell than the driver planned "
                          "(its ribench version, data manifests or pretrained weights differ)")
+    absent = [name for name, tensors in (ingredients or {}).items() if tensors is None]
+    if absent:           # its ingredient's cell failed (diverged) and kept no weights
+        raise CellFailed(f"{task.describe()} not run: its ingredient {', '.join(absent)} failed and kept no weights")
     ingredients = {name: {k: v.to(spec.device) for k, v in tensors.items()}
                    for name, tensors in (ingredients or {}).items()}
     try:
         model, record = run_cell(spec, pretrained, cell, task.pretrained_accuracies, ingredients)
     except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
         raise CellFailed(f"{task.describe()}: out of GPU memory: {exc}") from exc
-    weights = changed_tensors(model, pretrained.model) if task.keep_weights else None
+    keep = task.keep_weights and record.status != FAILED      # a diverged cell's weights are no ingredient
+    weights = changed_tensors(model, pretrained.model) if keep else None
     return record, weights
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zlib
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from ribench.data.splits import TestSplit, TrainSplit
 from ribench.errors import RibenchError
+from ribench.cachefile import load_arrays, save_arrays
 from ribench.paths import cache_dir, manifest_dir
 from ribench.engine.protocol import Protocol
 from ribench.suites import rib_mini_render as R
@@ -133,11 +133,6 @@ def content_hash(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _atomic_save(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 class RibMini(Suite):
@@ -163,12 +158,10 @@ class RibMini(Suite):
         info = self.info(dataset)
         expected = self.manifest(dataset)["splits"][split]["sha256"]
         path = self.cache_root() / f"{dataset}-{split}.npz"
-        arrays = None
-        if path.exists():
-            with np.load(path) as f:
-                arrays = {k: f[k] for k in f.files}
-            if content_hash(arrays["images"], arrays["labels"]) != expected:
-                arrays = None               # stale or damaged cache: regenerate
+        arrays = load_arrays(path)          # None when missing or damaged (its own hash)
+        if arrays is not None and ("images" not in arrays or "labels" not in arrays
+                                   or content_hash(arrays["images"], arrays["labels"]) != expected):
+            arrays = None                   # stale: regenerate
         if arrays is None:
             images, labels, details = generate(dataset, split)
             got = content_hash(images, labels)
@@ -177,7 +170,7 @@ class RibMini(Suite):
                     f"rib-mini {dataset}/{split} generated with hash {got[:12]}, manifest says "
                     f"{expected[:12]}: this machine renders differently; please report it")
             arrays = dict(images=images, labels=labels, **{f"detail_{k}": v for k, v in details.items()})
-            _atomic_save(path, **arrays)
+            save_arrays(path, arrays, "rib-mini cache")
         details = {k[len("detail_"):]: v for k, v in arrays.items() if k.startswith("detail_")}
         cls = TrainSplit if split == "train" else TestSplit
         out = cls(dataset, arrays["images"], arrays["labels"], np.array(info.class_mask), details)
@@ -193,11 +186,11 @@ class RibMini(Suite):
     def corpus(self):
         """(images, labels, captions) of the pretraining corpus, cached."""
         path = self.cache_root() / "corpus.npz"
-        if path.exists():
-            with np.load(path) as f:
-                return f["images"], f["labels"], [str(c) for c in f["captions"]]
+        found = load_arrays(path)
+        if found is not None and {"images", "labels", "captions"} <= set(found):
+            return found["images"], found["labels"], [str(c) for c in found["captions"]]
         images, labels, captions = generate_corpus()
-        _atomic_save(path, images=images, labels=labels, captions=np.array(captions))
+        save_arrays(path, {"images": images, "labels": labels, "captions": np.array(captions)}, "rib-mini cache")
         return images, labels, captions
 
 
