@@ -406,3 +406,34 @@ def test_a_long_legend_below_the_axes_is_not_cut_off(tmp_path, built):
     # 13 legend rows of 0.19 in at 200 dpi, beside the 2 rows of one method: ≥ 11 rows taller
     assert many_size[1] - few[1] >= 11 * 0.19 * 200 * 0.9
     assert "variant-23" in (tmp_path / "many" / "id-vs-ood.svg").read_text()
+
+
+def test_every_measured_entry_records_its_protocol_and_a_tuned_one_its_selection():
+    import copy
+
+    from ribench.leaderboard.schema import validate_entry
+    from ribench.leaderboard.tree import entry_filename
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "leaderboards" / "rib-mini" / "mini-clip"
+                          / "ft.json").read_text())
+    assert shipped["protocol"]["name"] == "reference" and validate_entry(shipped) == []
+    assert entry_filename(shipped) == "ft.json"
+    tuned = copy.deepcopy(shipped)
+    tuned["protocol"] = {"name": "tuned", "description": "the method's recipe at its selected lr",
+                         "selection": {"tune": "lr", "grid": [1e-5, 1e-4, 1e-3, 1e-2, 0.1], "value": 1e-3,
+                                       "heldout_acc": {"1e-05": 0.475, "0.0001": 0.49, "0.001": 0.501,
+                                                       "0.01": 0.463, "0.1": None},
+                                       "datasets": ["resample", "sketch", "corrupt"], "holdout": 0.25, "seed": 0,
+                                       "extended": []}}
+    assert validate_entry(tuned) == [] and entry_filename(tuned) == "tuned-ft.json"
+    broken = copy.deepcopy(tuned)
+    broken["protocol"]["selection"]["value"] = 3e-3
+    assert any("protocol.selection.value" in p for p in validate_entry(broken))
+    broken = copy.deepcopy(tuned)
+    del broken["protocol"]["selection"]["heldout_acc"]["0.1"]
+    assert any("heldout_acc" in p for p in validate_entry(broken))
+    broken = copy.deepcopy(shipped)
+    broken["protocol"]["selection"] = tuned["protocol"]["selection"]
+    assert any("a reference entry has no selection" in p for p in validate_entry(broken))
+    broken = copy.deepcopy(shipped)
+    del broken["protocol"]
+    assert any("'protocol'" in p for p in validate_entry(broken))

@@ -30,6 +30,9 @@ def add_arguments(board) -> None:
     submit.add_argument("--root", default="leaderboards", help=root_help)
     submit.add_argument("--paper", default=None, help="paper URL (default: the method's own)")
     submit.add_argument("--replace", action="store_true", help="overwrite an existing entry with new numbers")
+    submit.add_argument("--protocol", default="reference", choices=["reference", "tuned"],
+                        help="the cells to submit: reference (ImageNet-RIB's one recipe, default) or tuned "
+                             "(each method's recipe at its selected value)")
     submit.add_argument("--include", action="append", default=[], metavar="FILE.py",
                         help="import a Python file that registers extra methods or suites")
 
@@ -61,7 +64,7 @@ def _submit(args) -> int:
     for path in args.include:
         METHODS.include(path)
     entry = entry_from_store(args.store or default_store_path(), args.suite, args.pretrain, args.method,
-                             args.paper, log=_stderr, data_root=args.data_root)
+                             args.paper, log=_stderr, data_root=args.data_root, protocol=args.protocol)
     path, state = write_entry(entry, args.root, args.replace)
     mri = entry["metrics"]["mRI"]
     print(f"{state} {path}: mRI {mri['mean']:+.2f} [{mri['ci95'][0]:+.2f}, {mri['ci95'][1]:+.2f}] "

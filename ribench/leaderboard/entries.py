@@ -19,6 +19,7 @@ from ribench.errors import RibenchError
 from ribench.leaderboard.schema import ENTRY_SCHEMA, MIN_SEEDS, SCHEMA_VERSION, UNITS
 from ribench.report.cells import latest_cells
 from ribench.report.metrics import describe, ood, summarize
+from ribench.run.choices import chosen
 from ribench.run.labels import resolve_label
 from ribench.store import Store, cell_key
 
@@ -58,18 +59,56 @@ def _rederive(cell, where: str) -> None:
                                f"{getattr(cell, column)!r} but its identity says {identity[column]!r}")
 
 
+REFERENCE_DESCRIPTION = "ImageNet-RIB's published protocol: one SGD recipe and lr for every method"
+TUNED_DESCRIPTION = ("each method under its paper's recipe, its lr (or defining strength) chosen on held-out "
+                     "25% of the downstream train splits, never on a test split")
+SELECTION_FIELDS = ("tune", "grid", "value", "heldout_acc", "pretrained_heldout_acc", "datasets", "holdout", "seed",
+                    "extended", "at_grid_edge")
+
+
+def _protocol_record(suite, pretrain: str, label: str, protocol: str, cells: list) -> dict:
+    """What an entry says about how it was trained: the protocol and, when tuned, its selection."""
+    if protocol == "reference":
+        return {"name": "reference", "description": REFERENCE_DESCRIPTION}
+    choice = chosen(suite.name, pretrain, label)
+    used = {json.dumps(c.identity.get("selection"), sort_keys=True) for c in cells}
+    if choice is None or len(used) != 1 or json.loads(used.pop()).get(label) != choice["value"]:
+        raise RibenchError(f"cannot submit {label} on {suite.name}/{pretrain} under the tuned protocol: its cells "
+                           "were not trained at the choice the selections hold now; rerun them with "
+                           f"'ribench grid --protocol tuned --methods {label}'")
+    selection = {k: choice[k] for k in SELECTION_FIELDS if k in choice}
+    selection.setdefault("extended", [])
+    return {"name": "tuned", "description": TUNED_DESCRIPTION, "selection": selection}
+
+
+def _on_protocol(cells: list, protocol: str, suite) -> tuple[list, dict | None]:
+    """(the cells trained under `protocol`, the protocol settings they share)."""
+    if protocol == "reference":
+        expected = suite.protocol.as_dict()
+        return [c for c in cells if c.identity.get("protocol") == expected
+                and c.identity.get("protocol_name", "reference") == "reference"], expected
+    tuned = [c for c in cells if c.identity.get("protocol_name") == "tuned"]
+    settings = {json.dumps(c.identity.get("protocol"), sort_keys=True) for c in tuned}
+    return tuned, (json.loads(settings.pop()) if len(settings) == 1 else None)
+
+
 def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, pretrained: dict,
-                     paper: str | None = None) -> dict:
+                     paper: str | None = None, protocol: str = "reference") -> dict:
     """A measured entry from the cells of one label; refuses incomplete grids.
 
     ``pretrained`` is a row of the store's ``pretrained`` table (identity, accuracies).
     Seeds whose grid is partial are left out; at least ``MIN_SEEDS`` complete seeds are required.
+    ``protocol``: "reference" (the suite's) or "tuned" (the recipe at the shipped or the user's choice).
     """
     where = f"{label} on {suite.name}/{pretrain}"
     for cell in cells:
         _rederive(cell, where)
-    expected_protocol = suite.protocol.as_dict()
-    on_protocol = [c for c in cells if c.identity.get("protocol") == expected_protocol]
+    on_protocol, expected_protocol = _on_protocol(cells, protocol, suite)
+    if on_protocol and expected_protocol is None:
+        raise RibenchError(f"cannot submit {where}: its tuned cells were trained under more than one protocol")
+    if not on_protocol and protocol == "tuned":
+        raise RibenchError(f"cannot submit {where} under the tuned protocol: no tuned cells; run 'ribench grid "
+                           f"--protocol tuned --methods {label} --suite {suite.name} --pretrains {pretrain}' first")
     if not on_protocol:
         if cells:
             other = _protocol_difference(cells[0].identity.get("protocol") or {}, expected_protocol)
@@ -97,9 +136,9 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
         raise RibenchError(
             f"cannot submit {where}: incomplete grid, {len(complete)} of the {MIN_SEEDS} seeds needed have every "
             f"downstream dataset; missing {'; '.join(missing)}")
-    chosen = [by_seed[s][d] for s in complete for d in suite.downstream]
+    chosen_cells = [by_seed[s][d] for s in complete for d in suite.downstream]
     a_pre = {name: float(pretrained["accuracies"][name]) for name in columns}
-    summary = summarize(chosen, a_pre, suite.downstream, suite.pretrain_eval, suite.test_sizes())
+    summary = summarize(chosen_cells, a_pre, suite.downstream, suite.pretrain_eval, suite.test_sizes())
     overall = summary.overall.set_index("metric")
     ri = summary.ri.set_index("dataset")
     downstream = list(suite.downstream)
@@ -111,8 +150,8 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
     metrics["pretrain_acc"] = _stat(overall.loc["pretrain_acc"])
     metrics["RI"] = {d: _stat(ri.loc[d]) for d in downstream}
     matrix = summary.matrix_for(label)
-    provenance_rows = [c.provenance for c in chosen]
-    finished = max(c.created_at or 0.0 for c in chosen)
+    provenance_rows = [c.provenance for c in chosen_cells]
+    finished = max(c.created_at or 0.0 for c in chosen_cells)
     return {
         "schema": ENTRY_SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -123,10 +162,11 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
             "name": method_cls.name,
             "label": label,
             "description": method_cls.description or None,
-            "hyperparameters": chosen[0].identity.get("config", {}),
+            "hyperparameters": chosen_cells[0].identity.get("config", {}),
             "paper": paper or _linkable(getattr(method_cls, "paper", "")),
         },
         "units": UNITS,
+        "protocol": _protocol_record(suite, pretrain, label, protocol, chosen_cells),
         "grid": {"downstream": downstream, "pretrain_eval": suite.pretrain_eval, "seeds": complete},
         "metrics": metrics,
         "pretrained": {
@@ -138,21 +178,22 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
         "provenance": {
             "ribench_versions": sorted({str(p.get("ribench")) for p in provenance_rows if p.get("ribench")}),
             "git_commits": sorted({p["git_commit"] for p in provenance_rows if p.get("git_commit")}),
-            "manifests_sha256": chosen[0].identity["manifests"],
-            "weights_sha256": chosen[0].identity["weights_sha256"],
+            "manifests_sha256": chosen_cells[0].identity["manifests"],
+            "weights_sha256": chosen_cells[0].identity["weights_sha256"],
             "protocol": expected_protocol,
             "torch_versions": sorted({str(p["torch"]) for p in provenance_rows if p.get("torch")}),
             "devices": sorted({str(p["device"]) for p in provenance_rows if p.get("device")}),
             "pretrained_evaluation": pretrained["key"],
             "finished": datetime.datetime.fromtimestamp(finished, datetime.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "cells": [{"dataset": c.dataset, "seed": int(c.seed), "key": c.key} for c in chosen],
+            "cells": [{"dataset": c.dataset, "seed": int(c.seed), "key": c.key} for c in chosen_cells],
         },
     }
 
 
 def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, method: str,
-                     paper: str | None = None, log=None, data_root: str | Path | None = None) -> dict:
+                     paper: str | None = None, log=None, data_root: str | Path | None = None,
+                     protocol: str = "reference") -> dict:
     """The measured entry of one method spec, from the newest pretrained evaluation's cells.
 
     ``data_root`` is attached as ``ribench run`` attaches it: a suite that reads image files
@@ -165,8 +206,8 @@ def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, met
     suite.attach_data(data_root)
     method_cls, _, label = resolve_label(method)
     with Store(store_path, readonly=True) as store:
-        latest, cells = latest_cells(store, suite.name, pretrain, label)
-        _, failed = latest_cells(store, suite.name, pretrain, label, status="failed")
+        latest, cells = latest_cells(store, suite.name, pretrain, label, protocol=protocol)
+        _, failed = latest_cells(store, suite.name, pretrain, label, protocol=protocol, status="failed")
     if failed:
         first = failed[0]
         raise RibenchError(f"cannot submit {label}: {len(failed)} of its cells failed ({first.dataset}, seed "
@@ -175,7 +216,7 @@ def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, met
     if latest["identity"]["manifests"] != suite.manifest_hash():
         raise RibenchError(f"cannot submit {label}: the stored results of {suite.name}/{pretrain} were made "
                            "with other data manifests than this ribench's")
-    entry = entry_from_cells(suite, pretrain, method_cls, label, cells, latest, paper)
+    entry = entry_from_cells(suite, pretrain, method_cls, label, cells, latest, paper, protocol)
     left_out = {c.seed for c in cells} - set(entry["grid"]["seeds"])
     if left_out and log is not None:
         log(f"note: seed(s) {', '.join(map(str, sorted(left_out)))} of {label} have a partial grid; left out")

@@ -42,8 +42,11 @@ def did_not_adapt(entry: dict) -> bool:
 
 
 def shown_label(entry: dict) -> str:
-    """The method's label as tables and plots show it, marked when it did not adapt."""
-    return entry["method"]["label"] + (" (did not adapt)" if did_not_adapt(entry) else "")
+    """The method's label as tables and plots show it: tuned entries say so (a reference row and a tuned
+    row of one method sit side by side), and a method that did not adapt is marked."""
+    tuned = (entry.get("protocol") or {}).get("name") == "tuned"
+    return (entry["method"]["label"] + (" · tuned" if tuned else "")
+            + (" (did not adapt)" if did_not_adapt(entry) else ""))
 
 
 def measured_rows(group: list[dict]) -> list[dict]:

@@ -158,8 +158,11 @@ def _check_stat(c: _Checker, stat: Any, field: str, measured: bool, seeds: int |
     return ok
 
 
-_TOP_MEASURED = ("schema", "schema_version", "kind", "suite", "pretrain", "method", "units", "grid",
+_TOP_MEASURED = ("schema", "schema_version", "kind", "suite", "pretrain", "method", "units", "protocol", "grid",
                  "metrics", "pretrained", "matrix", "provenance")
+PROTOCOLS = ("reference", "tuned")
+_SELECTION_REQUIRED = ("tune", "grid", "value", "heldout_acc", "datasets", "holdout", "seed")
+_SELECTION_OPTIONAL = ("pretrained_heldout_acc", "extended", "at_grid_edge")
 _TOP_REPORTED = ("schema", "schema_version", "kind", "suite", "pretrain", "method", "units", "metrics", "source")
 
 
@@ -223,7 +226,40 @@ def _validate_reported(c: _Checker, entry: dict) -> None:
             c.string(value, f"source.{key}")
 
 
+def _validate_protocol(c: _Checker, protocol: Any) -> None:
+    """reference, or tuned with its selection: the grid, the chosen value in it, a held-out score per value."""
+    if not c.mapping(protocol, "protocol", ("name", "description"), ("selection",)):
+        return
+    name = protocol.get("name")
+    if name not in PROTOCOLS:
+        c.fail("protocol.name", f"expected one of {', '.join(PROTOCOLS)}, got {_kind(name)}")
+        return
+    c.string(protocol.get("description"), "protocol.description")
+    selection = protocol.get("selection")
+    if name == "reference":
+        if selection is not None:
+            c.fail("protocol.selection", "a reference entry has no selection (one recipe for every method)")
+        return
+    if not c.mapping(selection, "protocol.selection", _SELECTION_REQUIRED, _SELECTION_OPTIONAL):
+        return
+    c.string(selection.get("tune"), "protocol.selection.tune")
+    grid = selection.get("grid")
+    if not (isinstance(grid, list) and grid and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    and math.isfinite(v) and v > 0 for v in grid)):
+        c.fail("protocol.selection.grid", f"expected a non-empty list of positive numbers, got {_kind(grid)}")
+        return
+    if selection.get("value") not in grid:
+        c.fail("protocol.selection.value", f"{_kind(selection.get('value'))} is not one of the grid's values")
+    scores = selection.get("heldout_acc")
+    if not isinstance(scores, dict) or sorted(float(k) for k in scores) != sorted(float(v) for v in grid):
+        c.fail("protocol.selection.heldout_acc", "expected one held-out accuracy per grid value")
+    elif any(v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1) for v in scores.values()):
+        c.fail("protocol.selection.heldout_acc", "held-out accuracies are fractions in [0, 1] (null: diverged)")
+    c.string_list(selection.get("datasets"), "protocol.selection.datasets")
+
+
 def _validate_measured(c: _Checker, entry: dict) -> None:
+    _validate_protocol(c, entry.get("protocol"))
     grid = entry.get("grid")
     downstream, pretrain_eval, n_seeds = [], None, None
     if c.mapping(grid, "grid", ("downstream", "pretrain_eval", "seeds")):

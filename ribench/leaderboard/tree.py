@@ -19,6 +19,7 @@ __all__ = ["check_tree", "dumps_entry", "entry_filename", "entry_paths", "entry_
            "load_tree", "write_entry"]
 
 REPORTED_PREFIX = "reported-"
+TUNED_PREFIX = "tuned-"
 
 
 def entry_slug(label: str) -> str:
@@ -30,7 +31,9 @@ def entry_slug(label: str) -> str:
 
 
 def entry_filename(entry: dict) -> str:
-    prefix = REPORTED_PREFIX if entry.get("kind") == "reported" else ""
+    """<slug>.json for a reference entry, tuned-<slug>.json for a tuned one, reported-<slug>.json for a reported one."""
+    tuned = (entry.get("protocol") or {}).get("name") == "tuned"
+    prefix = REPORTED_PREFIX if entry.get("kind") == "reported" else TUNED_PREFIX if tuned else ""
     return prefix + entry_slug(entry["method"]["label"]) + ".json"
 
 
