@@ -437,3 +437,22 @@ def test_every_measured_entry_records_its_protocol_and_a_tuned_one_its_selection
     broken = copy.deepcopy(shipped)
     del broken["protocol"]
     assert any("'protocol'" in p for p in validate_entry(broken))
+
+
+def test_a_tuned_entry_takes_its_selection_from_the_choice_its_cells_were_trained_at(monkeypatch):
+    from types import SimpleNamespace
+
+    from ribench.errors import RibenchError
+    from ribench.leaderboard import entries
+    choice = {"tune": "lr", "grid": [1e-4, 1e-3, 1e-2], "value": 1e-3, "heldout_acc": {"0.0001": 0.4, "0.001": 0.5,
+              "0.01": 0.45}, "datasets": ["sketch"], "holdout": 0.25, "seed": 0, "recipe": {"lr": 1e-3}}
+    monkeypatch.setattr(entries, "chosen", lambda suite, pretrain, label: choice)
+    suite = SimpleNamespace(name="rib-mini")
+    cells = [SimpleNamespace(identity={"selection": {"ft": 1e-3}}) for _ in range(3)]
+    record = entries._protocol_record(suite, "mini-clip", "ft", "tuned", cells)
+    assert record["name"] == "tuned" and record["selection"]["value"] == 1e-3 and "recipe" not in record["selection"]
+    assert record["selection"]["extended"] == []
+    stale = [SimpleNamespace(identity={"selection": {"ft": 1e-2}})]      # trained at an older choice
+    with pytest.raises(RibenchError, match="not trained at the choice"):
+        entries._protocol_record(suite, "mini-clip", "ft", "tuned", stale)
+    assert entries._protocol_record(suite, "mini-clip", "ft", "reference", stale)["name"] == "reference"
