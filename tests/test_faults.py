@@ -270,6 +270,8 @@ def test_readme_escapes_entry_text(capsys, tmp_path):
 def test_bad_run_values_are_one_line_before_any_work(capsys, tmp_path, extra, expected):
     store = tmp_path / "s.sqlite"
     argv = ["run", "--include", TINY, "--method", "ft", "--no-progress", "--store", str(store), *extra]
+    if "--datasets" not in extra:
+        argv += ["--datasets", "sketch"]
     if "--suite" not in extra:
         argv += ["--suite", "rib-tiny"]
     code, out, err = run_cli(capsys, *argv)
@@ -498,8 +500,11 @@ def test_stored_weights_carry_a_hash_and_a_full_disk_is_one_line(tmp_path, monke
 def test_two_runs_at_once_on_a_fresh_store_store_each_cell_once(tmp_path):
     import subprocess
 
+    import ribench
+
     store = tmp_path / "s.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    tested = str(Path(ribench.__file__).resolve().parent.parent)        # the ribench under test, not another
+    env = {**os.environ, "PYTHONPATH": tested + os.pathsep + os.environ.get("PYTHONPATH", "")}
     argv = [sys.executable, "-m", "ribench", *tiny_run("--method", "zeroshot", "--store", str(store))]
     runs = [subprocess.Popen(argv, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
@@ -507,6 +512,7 @@ def test_two_runs_at_once_on_a_fresh_store_store_each_cell_once(tmp_path):
     for run, (out, err) in zip(runs, outputs):
         assert run.returncode == 0, err
         assert "Traceback" not in err
+    assert sum("1 cell(s) run" in out for out, _ in outputs) == 1, outputs     # the work was done once
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT COUNT(*) FROM cells").fetchone() == (1,)
         assert db.execute("SELECT COUNT(*) FROM pretrained").fetchone() == (1,)

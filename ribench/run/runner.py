@@ -86,6 +86,7 @@ class Plan:
         self.store, self.log, self.threads, self.retry_failed = store, log, threads, retry_failed
         self.tasks: dict[str, CellTask] = {}
         self.busy = 0                  # cells skipped because another process is running them
+        self.finished_elsewhere = 0    # cells another process stored after they were planned here
 
     def add(self, spec: RunSpec, pretrained, pre_acc: dict, keep: bool | None = None) -> tuple[int, int]:
         """Plan `spec`'s missing cells (after its ingredients'); returns (cells, of which pending)."""
@@ -132,6 +133,7 @@ class Plan:
                 continue
             if _done(self.store, task.key) and not (task.keep_weights and not self.store.has_weights(task.key)):
                 self.store.release(task.key)          # another process finished it since it was planned
+                self.finished_elsewhere += 1
                 continue
             mine.append(task)
         self.busy = len(busy)
@@ -213,7 +215,8 @@ def run_specs(specs: list[RunSpec], store: Store, executor: Executor | None = No
         work.run(executor, progress, desc=specs[0].label if len(specs) == 1 else "grid")
     finally:
         executor.close()
-    return {"planned": planned, "ran": ran - work.busy, "busy": work.busy, "pretrained": accuracies}
+    ran -= work.busy + work.finished_elsewhere
+    return {"planned": planned, "ran": ran, "busy": work.busy, "pretrained": accuracies}
 
 
 def execute(spec: RunSpec, store: Store, pretrained=None, progress: bool = True, log=print,
