@@ -1,5 +1,6 @@
-"""The OTDD ground cost for the fast solver: c = λx·‖x − x'‖² + λy·W²(y, y') (OTDD.md, "Definition"),
-as float32 rows, stored whole when it fits in memory and recomputed row block by row block otherwise.
+"""The OTDD ground cost: c = λx·‖x − x'‖² + λy·W²(y, y') (OTDD.md, "Definition"), as float32 rows for
+the fast solver, stored whole when it fits in memory and recomputed row block by row block otherwise,
+or as the whole float64 matrix the exact and Sinkhorn solvers take.
 
 Built as one matrix product plus a lookup in the class-pair table, never a Python loop over
 pairs. The points are centred on their joint mean first, so that ‖x‖² + ‖x'‖² − 2x·x' does
@@ -29,24 +30,25 @@ class GroundCost:
 
     def __init__(self, xa: torch.Tensor, xb: torch.Tensor, codes_a: torch.Tensor | None = None,
                  codes_b: torch.Tensor | None = None, table: torch.Tensor | None = None,
-                 lambda_x: float = 1.0, lambda_y: float = 1.0, stored_bytes: int | None = None):
+                 lambda_x: float = 1.0, lambda_y: float = 1.0, stored_bytes: float | None = None,
+                 dtype: torch.dtype = torch.float32):
         centre = torch.cat([xa, xb]).to(torch.float64).mean(0)
-        self.xa = (xa.to(torch.float64) - centre).to(torch.float32)
-        self.xb = (xb.to(torch.float64) - centre).to(torch.float32)
+        self.xa = (xa.to(torch.float64) - centre).to(dtype)
+        self.xb = (xb.to(torch.float64) - centre).to(dtype)
         self.norms_a = self.xa.pow(2).sum(1)
         self.norms_b = self.xb.pow(2).sum(1)
         self.lambda_x = float(lambda_x)
         self.labels = None
         if table is not None and lambda_y > 0:
             # the label cost of row i is row codes_a[i] of this (K_a × m) table
-            self.labels = (lambda_y * table.to(torch.float32))[:, codes_b].contiguous()
+            self.labels = (lambda_y * table.to(dtype))[:, codes_b].contiguous()
             self.codes_a = codes_a
         self.shape = (len(xa), len(xb))
         self.device = xa.device
         self.matrix = None
         budget = stored_cost_budget(self.device) if stored_bytes is None else stored_bytes
-        if self.shape[0] * self.shape[1] * 4 <= budget:
-            self.matrix = torch.empty(self.shape, dtype=torch.float32, device=self.device)
+        if self.shape[0] * self.shape[1] * self.xa.element_size() <= budget:
+            self.matrix = torch.empty(self.shape, dtype=dtype, device=self.device)
             for start in range(0, self.shape[0], BLOCK_ROWS):
                 rows = torch.arange(start, min(start + BLOCK_ROWS, self.shape[0]), device=self.device)
                 self._compute(rows, out=self.matrix[start:start + len(rows)])

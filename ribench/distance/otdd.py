@@ -208,13 +208,9 @@ def _self_table(p: _Prepared) -> torch.Tensor | None:
 
 
 def _ground_cost(a: _Prepared, b: _Prepared, table: torch.Tensor | None, options: DistanceOptions) -> torch.Tensor:
-    """c = λx·‖x − x'‖² + λy·W²(y, y') for every pair of points (OTDD.md, "Definition")."""
-    cost = _squared_distances(a.points, b.points)
-    if options.lambda_x != 1.0:
-        cost.mul_(options.lambda_x)
-    if table is not None:
-        cost.add_(options.lambda_y * table[a.codes][:, b.codes])
-    return cost
+    """The whole float64 cost matrix, for the exact and Sinkhorn solvers."""
+    return GroundCost(a.points, b.points, a.codes, b.codes, table, options.lambda_x, options.lambda_y,
+                      stored_bytes=math.inf, dtype=torch.float64).matrix
 
 
 def _pair(a: _Prepared, b: _Prepared, options: DistanceOptions) -> tuple[float, float | None]:
