@@ -40,7 +40,7 @@ def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=No
 
     `overrides` (--set) apply to every candidate, e.g. a shorter schedule; the tuned runs must then use
     the same ones."""
-    where = dict(device=device, weights=weights, includes=includes, data_root=data_root, check_device=check_device)
+    where = _where(includes, device, weights, data_root, check_device)
     base = resolve(method, suite, pretrain, overrides=overrides, protocol="recipe", **where)
     recipe = base.method_cls.recipe
     if recipe is None or base.method_cls.tunes_nothing:
@@ -100,7 +100,7 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
             break
         log(f"{base.label}: the best {recipe.tune} {best:g} is at the grid's edge; trying {value:g}")
         spec = selection_run(method, suite, pretrain, value, chosen_on, overrides, recipe.tune,
-                             _where(where, includes))
+                             _where(includes, **where))
         run_specs([spec], store, executor, progress=progress, log=log, keep_weights=False)
         runs.append((value, spec))
         scores[value] = _score(store, spec, pretrained)
@@ -113,7 +113,7 @@ def tune(method: str, suite: str, pretrain: str, store: Store, executor: Executo
         "extended": extended,
         "heldout_acc": {repr(v): None if scores[v] is None else round(scores[v], 6) for v in grid},
         "pretrained_heldout_acc": round(sum(pre.values()) / len(pre), 6),
-        "datasets": list(runs[0][1].datasets), "seed": SELECTION_SEED, "holdout": HOLDOUT,
+        "datasets": chosen_on, "seed": SELECTION_SEED, "holdout": HOLDOUT,
         "overrides": list(overrides),
         "recipe": {"optimizer": recipe.optimizer, "lr": base.protocol.lr, "weight_decay": recipe.weight_decay,
                    "momentum": recipe.momentum, "source": recipe.source},
@@ -132,9 +132,11 @@ def _best(grid: list[float], scores: dict, near: int) -> float:
     return max((v for v in grid if scores[v] is not None), key=lambda v: (scores[v], -abs(grid.index(v) - near)))
 
 
-def _where(where: dict, includes) -> dict:
-    return {"device": where.get("device", "cpu"), "weights": where.get("weights"), "includes": includes,
-            "data_root": where.get("data_root"), "check_device": where.get("check_device", True)}
+def _where(includes=(), device: str = "cpu", weights: str | None = None, data_root: str | None = None,
+           check_device: bool = True) -> dict:
+    """Where every selection run resolves: the same for the grid and for the values past its edge."""
+    return {"device": device, "weights": weights, "includes": includes, "data_root": data_root,
+            "check_device": check_device}
 
 
 def write_selection(suite: str, pretrain: str, choice: dict, shipped: bool = False) -> Path:
