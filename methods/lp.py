@@ -5,6 +5,9 @@ features are computed once (and shared with OTDD) and the head is trained on
 them. `fit=protocol` (default) follows the suite's protocol (optimizer, lr,
 schedule, epochs, batch) like every other method; `fit=lbfgs` fits the probe to
 convergence (L-BFGS, L2-regularised logistic regression, as LP-FT's probe).
+That variant has no lr, so the tuned protocol chooses nothing for it: its L2 stays
+at 1e-4 (Kumar et al. sweep it on ID validation; ribench does not, to keep one
+tuned quantity per method, and lpft's lr is tuned with this probe in place).
 Head-only: unlike ImageNet-RIB's reference code, the final norm, cls token and
 position embedding stay frozen.
 
@@ -43,6 +46,11 @@ class LinearProbe(Method):
         fit: Literal["protocol", "lbfgs"] = "protocol"
         l2: float = 1e-4          # L-BFGS variant only: weight of 0.5*||W||^2
         max_iter: int = 300       # L-BFGS variant only
+
+    @classmethod
+    def tunes_nothing_with(cls, config) -> bool:
+        # L-BFGS solves the regularised probe to convergence: there is no lr to choose
+        return config.fit == "lbfgs"
 
     def fit(self, ctx):
         t0 = time.perf_counter()

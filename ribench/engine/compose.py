@@ -69,6 +69,10 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
         tunes_nothing = base.tunes_nothing
         members = tuple(parts)
 
+        @classmethod
+        def tunes_nothing_with(cls, config) -> bool:
+            return base.tunes_nothing_with(getattr(config, _field(base.name)))
+
         def __init__(self, config=None):
             super().__init__(config)
             self.base = base(getattr(self.config, _field(base.name)))

@@ -58,6 +58,12 @@ class Method:
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
 
+    @classmethod
+    def tunes_nothing_with(cls, config: Any) -> bool:
+        """Whether this configuration has nothing for the tuned protocol to choose (a variant may fit
+        without an optimizer's lr, e.g. a probe solved to convergence)."""
+        return cls.tunes_nothing
+
     # ---- the hooks --------------------------------------------------------
     def prepare(self, ctx: FitContext) -> None:
         """Statistics and masks, computed from train splits only."""

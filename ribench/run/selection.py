@@ -43,7 +43,7 @@ def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=No
     where = _where(includes, device, weights, data_root, check_device)
     base = resolve(method, suite, pretrain, overrides=overrides, protocol="recipe", **where)
     recipe = base.method_cls.recipe
-    if recipe is None or base.method_cls.tunes_nothing:
+    if recipe is None or base.method_cls.tunes_nothing_with(base.method_config):
         raise ConfigError(f"method '{base.label}' trains nothing through a protocol; it has nothing to tune")
     chosen_on = list(datasets or base.suite.selection_datasets or base.suite.downstream)
     runs = [(value, selection_run(method, suite, pretrain, value, chosen_on, overrides, recipe.tune, where))
