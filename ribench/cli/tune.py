@@ -9,14 +9,19 @@ import torch
 
 from ribench.cli.options import (STORE_HELP, add_data_root, add_executor_options, add_include, csv_list,
                                  make_executor_from, method_list, thread_count)
+from ribench.errors import ConfigError
+from ribench.report.selections import format_selections
+from ribench.run.choices import load_selections
 from ribench.run.selection import tune, write_selection
 from ribench.store import Store, default_store_path
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--methods", "--method", dest="methods", type=method_list, required=True,
+    parser.add_argument("--methods", "--method", dest="methods", type=method_list, default=None,
                         help="comma-separated method specs to tune, e.g. ft,lora (in order: tune ft before "
                              "methods that train at its lr, such as l2sp and ewc)")
+    parser.add_argument("--show", choices=["table", "markdown"], default=None,
+                        help="print the suite's chosen values (shipped and your own) instead of tuning")
     parser.add_argument("--pretrains", "--pretrain", dest="pretrains", type=csv_list, default=["mini-clip"],
                         help="comma-separated pretrain presets (default: mini-clip)")
     parser.add_argument("--suite", default="rib-mini", help="suite name (default: rib-mini)")
@@ -37,6 +42,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.show:
+        print(format_selections(load_selections(args.suite), args.show))
+        return 0
+    if not args.methods:
+        raise ConfigError("name the methods to tune with --methods (or print the chosen values with --show)")
     if args.threads:
         torch.set_num_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
