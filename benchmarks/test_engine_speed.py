@@ -17,7 +17,7 @@ from ribench.engine.trainer import position_labels, start_training, training_ste
 
 @pytest.fixture(scope="module", params=["mini-clip", "mini-sup"])
 def setup(request):
-    spec = resolve("ft", "rib-mini", request.param, datasets=["sketch"], seeds=[0])
+    spec = resolve("ft", "rib-mini", request.param, datasets=["sketch"], seeds=[0], protocol="reference")
     return spec, load_pretrained(spec)
 
 

@@ -28,7 +28,7 @@ _seconds: dict[str, float] = {}
 
 
 def _grid(store_path, executor, threads=None) -> float:
-    spec = resolve("ft", "rib-mini", "mini-clip", datasets=DATASETS, seeds=SEEDS)
+    spec = resolve("ft", "rib-mini", "mini-clip", datasets=DATASETS, seeds=SEEDS, protocol="reference")
     start = time.perf_counter()
     with Store(store_path) as store:
         counts = run_specs([spec], store, executor, progress=False, log=lambda m: None, threads=threads)

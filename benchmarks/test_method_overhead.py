@@ -34,13 +34,13 @@ _ft: dict[str, dict] = {}
 
 @pytest.fixture(scope="module", params=["mini-clip", "mini-sup"])
 def pretrained(request):
-    spec = resolve("ft", "rib-mini", request.param, datasets=["sketch"], seeds=[0])
+    spec = resolve("ft", "rib-mini", request.param, datasets=["sketch"], seeds=[0], protocol="reference")
     return spec, load_pretrained(spec)
 
 
 def _stepper(pre, method):
     """(one-step closure, ctx, optimizer, prepare seconds) for `method` on rib-mini's sketch split."""
-    run = resolve(method, "rib-mini", pre.name, datasets=["sketch"], seeds=[0])
+    run = resolve(method, "rib-mini", pre.name, datasets=["sketch"], seeds=[0], protocol="reference")
     ctx = fit_context(run, pre, "sketch", 0,
                       ingredients={"lp[fit=lbfgs]": {"head.weight": pre.model.head.weight.detach()}})
     split = ctx.train

@@ -65,7 +65,7 @@ def test_list_suites_and_pretrains(capsys):
     (["run", "--method", "ft", "--set", "epochs"], "expected key=value"),
     (["run", "--method", "ft", "--datasets", "sketchy"], "did you mean 'sketch'?"),
     (["run", "--method", "ft", "--datasets", "photo"], "pretraining-domain set"),
-    (["run", "--method", "ft", "--pretrain", "laion2b"], "run offline with '--pretrain mini-clip'"),
+    (["run", "--method", "ft", "--pretrain", "laion2b", "--protocol", "reference"], "run offline with '--pretrain mini-clip'"),
     (["run", "--method", "ft", "--include", "/nonexistent/m.py"], "/nonexistent/m.py"),
     (["results", "--pretrain", "mini-sup"], "no results"),
     (["run", "--method", "flyp", "--pretrain", "mini-sup"], "needs a text tower; pretrain 'mini-sup' has none"),
@@ -85,7 +85,7 @@ def test_user_errors_are_one_line_and_exit_2(capsys, tmp_path, argv, expected):
 
 
 def test_missing_weights_names_the_file(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "--method", "ft", "--pretrain", "laion2b",
+    code, _, err = run_cli(capsys, "run", "--method", "ft", "--pretrain", "laion2b", "--protocol", "reference",
                            "--weights", str(tmp_path / "vit.bin"), "--store", str(tmp_path / "s.sqlite"))
     assert code == 2 and str(tmp_path / "vit.bin") in err and "laion2b_s34b_b88k" in err
     assert not (tmp_path / "s.sqlite").exists()

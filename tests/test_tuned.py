@@ -116,6 +116,10 @@ def test_tuned_without_a_choice_says_how_to_get_one(capsys, tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="no tuned choice for 'lwf' on rib-tiny/mini-clip; run 'ribench tune"):
         resolve("lwf", "rib-tiny", protocol="tuned")
     assert resolve("zeroshot", "rib-tiny", protocol="tuned").protocol == resolve("zeroshot", "rib-tiny").protocol
+    # a probe solved by L-BFGS has no lr: tuned runs it as it is (lpft's first stage), lp itself needs a choice
+    assert resolve("lp[fit=lbfgs]", "rib-tiny", protocol="tuned").selection == {}
+    with pytest.raises(ConfigError, match="no tuned choice for 'lp' on rib-tiny"):
+        resolve("lp", "rib-tiny", protocol="tuned")
     code, _, err = run_cli(capsys, "run", "--method", "l2sp", "--suite", "rib-tiny", "--include", TINY,
                            "--protocol", "tuned", "--store", str(tmp_path / "s.sqlite"))
     assert code == 2 and "trains at ft's chosen lr" in err and len(err.strip().splitlines()) == 1
@@ -138,3 +142,18 @@ def test_a_best_value_at_the_grid_edge_extends_the_grid_beyond_it(tmp_path, monk
         assert len(store.cells(status="selection")) == GRID_SIZE + selection.EDGE_STEPS
     assert choice["extended"] == [1e-6, 1e-7] and choice["value"] == 1e-7 and choice["at_grid_edge"]
     assert choice["grid"] == [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+
+
+def test_tune_show_prints_the_shipped_choices_with_the_chosen_value_in_bold(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))          # no user choices: the shipped ones only
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "ribench" / "suites" / "selections"
+                          / "rib-mini.json").read_text())
+    code, out, _ = run_cli(capsys, "tune", "--show", "markdown")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| mini-")]
+    assert len(rows) == sum(len(choices) for choices in shipped.values())
+    ft = shipped["mini-clip"]["ft"]
+    row = next(r for r in rows if r.startswith("| mini-clip | ft |")).split(" | ")
+    assert row[4] == f"{ft['value']:g}" and f"**{100 * ft['heldout_acc'][repr(ft['value'])]:.1f}**" in row[6]
+    code, _, err = run_cli(capsys, "tune")
+    assert code == 2 and "--methods" in err and len(err.strip().splitlines()) == 1

@@ -31,7 +31,7 @@ def build():
     suite = rib_mini.build()
     tiny = RibTiny(**{k: getattr(suite, k) for k in (
         "description", "class_names", "datasets", "pretrain_eval", "templates", "manifest_dir")},
-        name="rib-tiny",
+        name="rib-tiny", default_protocol="reference",     # nothing is tuned for a test suite
         protocol=Protocol(lr=1e-2, warmup_steps=2, epochs=2, batch_size=16, eval_batch_size=200))
     return tiny
 

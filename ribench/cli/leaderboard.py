@@ -30,9 +30,9 @@ def add_arguments(board) -> None:
     submit.add_argument("--root", default="leaderboards", help=root_help)
     submit.add_argument("--paper", default=None, help="paper URL (default: the method's own)")
     submit.add_argument("--replace", action="store_true", help="overwrite an existing entry with new numbers")
-    submit.add_argument("--protocol", default="reference", choices=["reference", "tuned"],
-                        help="the cells to submit: reference (ImageNet-RIB's one recipe, default) or tuned "
-                             "(each method's recipe at its selected value)")
+    submit.add_argument("--protocol", default=None, choices=["reference", "tuned"],
+                        help="the cells to submit: tuned (each method's recipe at its selected value; the "
+                             "suite's default) or reference (ImageNet-RIB's one recipe)")
     submit.add_argument("--include", action="append", default=[], metavar="FILE.py",
                         help="import a Python file that registers extra methods or suites")
 

@@ -89,7 +89,7 @@ def make_executor_from(args, log):
 
 
 def add_protocol_option(parser) -> None:
-    parser.add_argument("--protocol", default="reference", choices=["reference", "tuned"],
-                        help="reference: the suite's protocol, one lr for all (ImageNet-RIB's; the default for "
-                             "now); tuned: each method's paper recipe at the value 'ribench tune' chose on "
-                             "held-out train data")
+    parser.add_argument("--protocol", default=None, choices=["reference", "tuned"],
+                        help="tuned (the default): each method's paper recipe at the value 'ribench tune' chose "
+                             "on held-out train data; reference: the suite's protocol, one lr for all "
+                             "(ImageNet-RIB's published one)")

@@ -193,7 +193,7 @@ def entry_from_cells(suite, pretrain: str, method_cls, label: str, cells: list, 
 
 def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, method: str,
                      paper: str | None = None, log=None, data_root: str | Path | None = None,
-                     protocol: str = "reference") -> dict:
+                     protocol: str | None = None) -> dict:
     """The measured entry of one method spec, from the newest pretrained evaluation's cells.
 
     ``data_root`` is attached as ``ribench run`` attaches it: a suite that reads image files
@@ -204,6 +204,7 @@ def entry_from_store(store_path: str | Path, suite_name: str, pretrain: str, met
         raise RibenchError(f"no results store at {store_path}")
     suite = SUITES.get(suite_name)()
     suite.attach_data(data_root)
+    protocol = suite.protocol_named(protocol)
     method_cls, _, label = resolve_label(method)
     with Store(store_path, readonly=True) as store:
         latest, cells = latest_cells(store, suite.name, pretrain, label, protocol=protocol)

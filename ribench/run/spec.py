@@ -78,16 +78,16 @@ class RunSpec:
 
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
             overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
-            data_root: str | None = None, check_device: bool = True, protocol: str = "reference",
+            data_root: str | None = None, check_device: bool = True, protocol: str | None = None,
             holdout: float | None = None) -> RunSpec:
     """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError.
 
     `protocol`: "reference" (the suite's, ImageNet-RIB's one lr for all), "tuned" (the method's recipe
     at its chosen value, see ribench.run.selection) or "recipe" (the recipe at its paper value: what
-    selection starts from). `check_device=False` lets a driver without the device plan cells that
+    selection starts from); None: the suite's default (tuned). `check_device=False` lets a driver without the device plan cells that
     workers run; `holdout` makes a selection run.
     """
-    if protocol not in PROTOCOLS:
+    if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{protocol}' (choose reference or tuned)")
     for path in includes:
         METHODS.include(path)
@@ -100,9 +100,13 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     suite_obj = SUITES.get(suite)()
     preset = PRETRAINS.get(pretrain)
     preset.check_suite(suite_obj)
+    protocol = suite_obj.protocol_named(protocol)
     suite_obj.attach_data(data_root)
     method_over, protocol_over = split_overrides(list(overrides), method_cls)
     asked = method_cls.configure(inline)
+    method_cls.configure({**inline, **method_over})          # a bad setting is named before a missing choice
+    if method_cls.requires_text_tower and not preset.has_text_tower:
+        raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
     base_protocol, selection = _protocol_of(method_cls, asked, suite_obj, preset.name, protocol)
     label_defaults = None
     if protocol == "tuned" and selection and method_cls.recipe.tune != "lr":
@@ -120,8 +124,6 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         datasets = list(dict.fromkeys(datasets))
     else:
         datasets = suite_obj.downstream
-    if method_cls.requires_text_tower and not preset.has_text_tower:
-        raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
     if check_device and device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
     request = RunRequest(method, suite, pretrain, tuple(overrides), device, weights, tuple(str(p) for p in includes),
@@ -168,7 +170,7 @@ def resolve_request(request: RunRequest, check_device: bool = True) -> RunSpec:
 def _protocol_of(method_cls, config, suite, pretrain: str, protocol: str) -> tuple:
     """(the protocol a run starts from, the chosen values it uses) under `protocol`."""
     recipe = method_cls.recipe
-    if protocol == "reference" or method_cls.tunes_nothing:
+    if protocol == "reference" or method_cls.tunes_nothing_with(config):
         return suite.protocol, {}
     if recipe is None:
         raise ConfigError(f"method '{method_cls.name}' declares no recipe, so it cannot run under the tuned "

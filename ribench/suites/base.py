@@ -32,7 +32,14 @@ class Suite:
     templates: tuple[str, ...]          # zero-shot prompt templates, "{}" = class name
     manifest_dir: Path | None = None
     selection_datasets: tuple[str, ...] = ()   # where the tuned protocol chooses (default: every downstream)
+    # what a run or a report uses when no --protocol is given: each method's recipe at its chosen value
+    # (a suite nothing is tuned for, like the tests' rib-tiny, may keep ImageNet-RIB's one-lr reference)
+    default_protocol: str = "tuned"
     _cache: dict = field(default_factory=dict, repr=False)
+
+    def protocol_named(self, asked: str | None) -> str:
+        """The protocol a run or report asked for, or this suite's default."""
+        return asked or self.default_protocol
 
     @property
     def downstream(self) -> list[str]:
