@@ -54,7 +54,8 @@ def importance(ctx, estimate: Estimate = "ce", max_samples: int | None = None) -
         raise ValueError(f"unknown importance estimate '{estimate}' (choose ce or entropy)")
     params = image_parameters(ctx.model)
     r = per_sample_gradient_means(ctx.model, dict(params), ctx.train, ctx.preprocess, ("abs",),
-                                  loss_fn=LOSSES[estimate], device=ctx.device, max_samples=max_samples)["abs"]
+                                  loss_fn=LOSSES[estimate], device=ctx.device, max_samples=max_samples,
+                                  kernels=ctx.kernels)["abs"]
     return OrderedDict((n, r[n]) for n in params)
 
 

@@ -75,7 +75,7 @@ class EWC(Regularizer):
         params = {n: p for n, p in ctx.model.named_parameters() if id(p) in backbone}
         # F_i = E_x[(∂ log p(y|x; θ0)/∂θ_i)²] over the split's samples and their labels
         fisher = per_sample_gradient_means(
-            ctx.model, params, split, ctx.preprocess, ("sq",), device=ctx.device,
+            ctx.model, params, split, ctx.preprocess, ("sq",), device=ctx.device, kernels=ctx.kernels,
             max_samples=self.config.fisher_samples or None)["sq"]
         if self.config.normalize == "mean":
             total = sum(f.double().sum() for f in fisher.values())

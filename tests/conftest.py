@@ -6,6 +6,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# Triton decides at a kernel's definition whether it interprets: set before ribench imports, so the
+# kernel tests run ribench.kernels on CPU tensors (auto still chooses torch on CPU).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Registers suite 'rib-tiny' once; tests that pass `--include tests/tiny_suite.py`
 # then reuse this module instead of registering the suite a second time.

@@ -6,6 +6,7 @@ import argparse
 
 from ribench.engine.settings import split_top_level
 from ribench.errors import ConfigError
+from ribench.kernels import KERNEL_CHOICES
 from ribench.run.executor import make_executor
 
 STORE_HELP = "results database (default: $RIBENCH_STORE or ~/.local/share/ribench/results.sqlite)"
@@ -76,6 +77,9 @@ def add_executor_options(parser) -> None:
                         help="Ray: CPUs each cell reserves, also its torch threads (default: 1)")
     parser.add_argument("--gpus-per-cell", type=float, default=None,
                         help="Ray: GPUs each cell reserves (default: 1 with --device cuda, else 0)")
+    parser.add_argument("--kernels", default="auto", choices=KERNEL_CHOICES,
+                        help="the methods' extra work (per-sample gradient statistics): auto (Triton on CUDA "
+                             "when installed, else torch; the default), torch, or triton")
 
 
 def make_executor_from(args, log):

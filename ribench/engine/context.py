@@ -23,6 +23,7 @@ class FitContext:
     protocol: Protocol
     seed: int
     device: str = "cpu"
+    kernels: str = "torch"                                    # "triton": ribench.kernels for the extra work
     train_features: Callable[[], np.ndarray] | None = None   # cached penultimate features of `train`
     has_text_tower: bool = False
     class_names: tuple = ()                                   # the suite's label space (text prompts)

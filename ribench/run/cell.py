@@ -63,7 +63,8 @@ def code_sha256() -> str:
 def provenance(spec: RunSpec, pretrained) -> dict:
     return {
         "ribench": __version__, "git_commit": git_commit(), "code_sha256": code_sha256(), "torch": torch.__version__,
-        "python": platform.python_version(), "device": spec.device, "threads": torch.get_num_threads(),
+        "python": platform.python_version(), "device": spec.device, "kernels": spec.kernels,
+        "threads": torch.get_num_threads(),
         "manifests_sha256": spec.suite.manifest_hash(), "weights_sha256": pretrained.weights_sha256,
     }
 

@@ -18,6 +18,7 @@ from ribench.data.features import TrainFeatures
 from ribench.engine.compose import method_class, resolve_method
 from ribench.engine.context import FitContext
 from ribench.engine.settings import configure_protocol, parse_spec, split_overrides
+from ribench.kernels import resolve_kernels
 from ribench.errors import ConfigError
 from ribench.run.choices import chosen
 from ribench.run.labels import method_label, protocol_changes, run_label
@@ -49,6 +50,7 @@ class RunRequest:
     data_root: str | None = None
     protocol: str = "reference"
     holdout: float | None = None
+    kernels: str = "auto"
 
 
 PROTOCOLS = ("reference", "tuned", "recipe")
@@ -74,12 +76,13 @@ class RunSpec:
     label_defaults: dict | None = None   # tuned strength methods: the defaults with the chosen strength
     selection: dict = field(default_factory=dict)    # tuned: the chosen value of this run and its ingredients
     holdout: float | None = None         # a selection run: fit on the rest, score on this held-out fraction
+    kernels: str = "torch"               # the implementation of the methods' extra work (ribench.kernels)
 
 
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
             overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
             data_root: str | None = None, check_device: bool = True, protocol: str | None = None,
-            holdout: float | None = None) -> RunSpec:
+            holdout: float | None = None, kernels: str = "auto") -> RunSpec:
     """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError.
 
     `protocol`: "reference" (the suite's, ImageNet-RIB's one lr for all), "tuned" (the method's recipe
@@ -126,11 +129,12 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         datasets = suite_obj.downstream
     if check_device and device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
+    used_kernels = resolve_kernels(kernels, device, check_device)
     request = RunRequest(method, suite, pretrain, tuple(overrides), device, weights, tuple(str(p) for p in includes),
-                         None if data_root is None else str(data_root), protocol, holdout)
+                         None if data_root is None else str(data_root), protocol, holdout, kernels)
     spec = RunSpec(suite_obj, preset, method_cls, config, protocol_obj, datasets, list(seeds), device, weights,
                    request=request, protocol_name=protocol, base_protocol=base_protocol, label_defaults=label_defaults,
-                   selection=selection, holdout=holdout)
+                   selection=selection, holdout=holdout, kernels=used_kernels)
     spec.label = run_label(spec)
     for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
         sub = ingredient_spec(spec, name)
@@ -164,7 +168,7 @@ def resolve_request(request: RunRequest, check_device: bool = True) -> RunSpec:
     r = request
     return resolve(r.method, r.suite, r.pretrain, overrides=r.overrides, device=r.device, weights=r.weights,
                    includes=r.includes, data_root=r.data_root, check_device=check_device, protocol=r.protocol,
-                   holdout=r.holdout)
+                   holdout=r.holdout, kernels=r.kernels)
 
 
 def _protocol_of(method_cls, config, suite, pretrain: str, protocol: str) -> tuple:
@@ -206,7 +210,7 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
     if spec.protocol_name == "tuned":
         r = spec.request
         sub = resolve(method, r.suite, r.pretrain, spec.datasets, spec.seeds, (), r.device, r.weights, r.includes,
-                      r.data_root, check_device=False, protocol="tuned")
+                      r.data_root, check_device=False, protocol="tuned", kernels=r.kernels)
         sub.device = spec.device
         if sub.label == spec.label:
             raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
@@ -266,5 +270,5 @@ def fit_context(spec: RunSpec, pretrained, dataset: str, seed: int, train=None, 
         train_features=TrainFeatures(pretrained, train_split, spec.protocol.eval_batch_size, spec.device),
         has_text_tower=pretrained.has_text_tower,
         class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
-        ingredients=dict(ingredients or {}),
+        ingredients=dict(ingredients or {}), kernels=spec.kernels,
     )

@@ -1,0 +1,89 @@
+"""ribench.kernels on CPU, under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1):
+each kernel against its torch reference at sizes that are not multiples of its blocks, and the
+methods that use them against their torch path."""
+
+import pytest
+import torch
+
+from ribench.methods._importance import importance
+from ribench.errors import ConfigError
+from ribench.kernels import resolve_kernels
+from ribench.toolkit.gradients import _hookable_layers, per_sample_gradient_means
+from ribench.toolkit.layers import image_parameters
+
+triton = pytest.importorskip("triton")
+from ribench.kernels.sample_stats import linear_sample_stats_torch, linear_sample_stats_triton  # noqa: E402
+
+
+@pytest.mark.parametrize("samples, tokens, n_in, n_out", [(3, 17, 33, 45), (5, 1, 20, 7), (2, 65, 130, 30)])
+@pytest.mark.parametrize("statistics", [("sq", "abs"), ("abs",), ("sq",)])
+def test_the_sample_statistics_kernel_matches_its_torch_reference(samples, tokens, n_in, n_out, statistics):
+    generator = torch.Generator().manual_seed(samples * tokens)
+    x = torch.randn(samples, tokens, n_in, generator=generator)
+    g = torch.randn(samples, tokens, n_out, generator=generator)
+    start = torch.rand(n_out, n_in, generator=generator)          # the kernel adds to what is there
+    expected = {s: start.double().clone() for s in statistics}
+    linear_sample_stats_torch(x, g, expected)
+    found = {s: start.clone() for s in statistics}
+    linear_sample_stats_triton(x, g, found)
+    for s in statistics:
+        assert torch.allclose(found[s].double(), expected[s], rtol=1e-5, atol=1e-5), s
+    # not Σ_n G_n squared: the statistic is of each sample's gradient, which a batched gradient cannot give
+    batched = torch.einsum("nto,nti->oi", g, x).pow(2)
+    if "sq" in statistics:
+        assert not torch.allclose(found["sq"] - start, batched, rtol=1e-2)
+
+
+@pytest.mark.parametrize("pretrain", ["clip", "sup"])
+def test_per_sample_statistics_with_kernels_equal_vmaps(pretrain, request):
+    """On both pretrain models: the hooked layers' statistics (kernel) and the rest (vmap) equal
+    vmap's for every weight; the layers vmap keeps are those that never run as modules."""
+    pretrained = request.getfixturevalue(pretrain)
+    split = request.getfixturevalue("tiny_suite").train_split("sketch")
+    params = dict(image_parameters(pretrained.model))
+    torch_path = per_sample_gradient_means(pretrained.model, params, split, pretrained.preprocess, ("sq", "abs"),
+                                           max_samples=6)
+    kernel_path = per_sample_gradient_means(pretrained.model, params, split, pretrained.preprocess,
+                                            ("sq", "abs"), max_samples=6, kernels="triton")
+    for s in ("sq", "abs"):
+        for name, expected in torch_path[s].items():
+            scale = expected.abs().max().clamp_min(1e-20)
+            assert float((kernel_path[s][name] - expected).abs().max() / scale) < 1e-4, (s, name)
+    hooked = {w for (w, _), _ in _hookable_layers(pretrained.model, params, split, pretrained.preprocess,
+                                               "cpu").values()}
+    linear = {n for n in params if n.endswith(".weight") and params[n].dim() in (2, 4)}
+    assert len(hooked) >= len(linear) // 2                      # most weights went through the kernel
+    if pretrain == "clip":                                       # open_clip's attention calls its weights
+        assert not any("attn.out_proj" in n or "in_proj" in n for n in hooked)
+    else:
+        assert any("attn.qkv" in n for n in hooked) and any("patch_embed" in n for n in hooked)
+
+
+def test_importance_and_its_mask_are_the_same_with_kernels(clip, tiny_suite):
+    """imp-reg's importance r and the top weights imp-select would train do not depend on --kernels
+    (EWC's Fisher is the same pass with Σ g²: the test above)."""
+    split = tiny_suite.train_split("sketch")
+
+    class Ctx:
+        model, train, preprocess, device = clip.model, split, clip.preprocess, "cpu"
+
+    scores = {}
+    for kernels in ("torch", "triton"):
+        Ctx.kernels = kernels
+        scores[kernels] = importance(Ctx, max_samples=8)
+    for name, r in scores["torch"].items():
+        assert float((scores["triton"][name] - r).abs().max() / r.abs().max()) < 1e-4, name
+    flat = {k: torch.cat([v.flatten() for v in s.values()]) for k, s in scores.items()}
+    top = {k: set(torch.topk(v, 200).indices.tolist()) for k, v in flat.items()}
+    assert len(top["torch"] & top["triton"]) >= 198              # the same 0.1%-style mask, up to near-ties
+
+
+def test_auto_chooses_torch_on_cpu_and_triton_is_refused_there_without_the_interpreter(monkeypatch):
+    assert resolve_kernels("auto", "cpu") == "torch"
+    assert resolve_kernels("triton", "cpu") == "triton"          # the interpreter is on in tests
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ConfigError, match="on CPU only under TRITON_INTERPRET=1"):
+        resolve_kernels("triton", "cpu")
+    assert resolve_kernels("triton", "cuda", check=False) == "triton"   # a driver planning for GPU workers
+    with pytest.raises(ConfigError, match="unknown --kernels"):
+        resolve_kernels("fast", "cpu")
