@@ -272,10 +272,10 @@ def test_methods_side_by_side_best_mri_first():
 
 def test_a_method_whose_id_gain_is_not_above_zero_is_marked_did_not_adapt():
     """mRI alone ranks standing still first (mRI 0 here): the comparison marks it."""
-    still = [make_cell("lora", t, s, dict(A_PRE)) for s in (0, 1) for t in DOWNSTREAM]
+    still = [make_cell(m, t, s, dict(A_PRE)) for m in ("lora", "zeroshot") for s in (0, 1) for t in DOWNSTREAM]
     summary = summarize(toy_cells() + still, A_PRE, DOWNSTREAM, PRE)
     overall = summary.overall.set_index(["label", "metric"])
     assert overall.loc[("lora", "ID_gain"), "ci_low"] == 0 and overall.loc[("ft", "ID_gain"), "ci_low"] > 0
     table = format_summary(summary, "table", compare_only=True)
     marked = {line.split()[0] for line in table.splitlines() if "(did not adapt)" in line}
-    assert marked == {"lora"}
+    assert marked == {"lora"}        # zeroshot evaluates the pretrained model by design: not marked

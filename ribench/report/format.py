@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ribench.errors import ConfigError
+from ribench.engine.compose import method_class
+from ribench.engine.settings import parse_spec
+from ribench.errors import ConfigError, RibenchError
 from ribench.report.metrics import STAT_COLUMNS, Summary
 from ribench.tables import aligned, markdown
 
@@ -123,8 +125,17 @@ _COMPARED = [("mRI", True), ("ID", False), ("ID_gain", True), ("forgetting", Tru
 
 
 def did_not_adapt(overall, label: str) -> bool:
-    """ID gain not above zero (the low end of its 95% interval at 0 or below): mRI alone would reward it."""
-    return not overall.loc[(label, "ID_gain"), "ci_low"] > 0
+    """A method that trains but whose ID gain is not above zero (the low end of its 95% interval at 0 or
+    below): mRI alone would reward it. zeroshot, which evaluates the pretrained model by design, is
+    not marked, as on the leaderboard."""
+    return not _evaluates_the_pretrained_model(label) and not overall.loc[(label, "ID_gain"), "ci_low"] > 0
+
+
+def _evaluates_the_pretrained_model(label: str) -> bool:
+    try:
+        return method_class(parse_spec(label)[0]).uses_pretrained_eval
+    except RibenchError:          # a method registered elsewhere and not included: judged by its numbers
+        return False
 
 
 def _comparison_tables(summary: Summary) -> tuple[list[list[str]], list[list[str]]]:
