@@ -132,3 +132,33 @@ def test_the_fused_penalised_step_follows_torch_optim(kind, penalty, weighted):
                         weight_decay=0.1, step=step, penalty=penalty)
         assert torch.allclose(found, expected, rtol=1e-5, atol=1e-6), step_fn.__name__
     assert not torch.allclose(found, theta)                     # it moved
+
+
+def _gpu_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_benchmark_runs_its_code_on_a_tiny_vit_on_cpu(tmp_path, capsys):
+    """The script a GPU session runs, on CPU: every measurement is made and written (the numbers are
+    CPU's and mean nothing); without CUDA its default says so and exits 0."""
+    import json
+
+    bench = _gpu_benchmark()
+    assert bench.main(["--tiny", "--device", "cpu", "--out", str(tmp_path), "--repeats", "1"]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["flops_per_training_image"] > 0 and all(r["images_per_s"] > 0 for r in result["ft"])
+    assert result["kernels"] == "triton"                         # interpreted: the kernel rows are measured
+    assert all("fused_ms" in result["penalties"][m] for m in ("l2sp", "ewc", "imp-reg"))
+    assert {"torch_s", "triton_s", "torch_in_ft_images"} <= set(result["sample_statistics"])
+    assert "triton_ms" in result["kernel"] and (tmp_path / "results.md").read_text().startswith("GPU benchmark")
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert bench.main(["--out", str(tmp_path / "none")]) == 0
+        assert "no CUDA device here" in capsys.readouterr().out and not (tmp_path / "none").exists()
