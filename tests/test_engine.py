@@ -155,3 +155,25 @@ def test_lp_evaluated_on_cached_features_equals_full_forward(clip_spec, clip_pre
                                    test_features=lambda n: cached_features(clip_pretrained,
                                                                            suite.test_split(n), "test"))
     assert via_features == full
+
+
+def test_torchs_fused_optimizer_step_is_recorded_and_trains_like_the_plain_one(clip_spec, clip_pretrained):
+    """`fused` (the default on CUDA) is part of a cell's protocol record only when on, so CPU identities
+    stay as they were; on CPU it can be asked for, and it trains ft to the plain path's weights within
+    float tolerance, under SGD and AdamW."""
+    plain = resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"])
+    fused = resolve("ft", "rib-tiny", "mini-clip", datasets=["sketch"], overrides=["fused=true"])
+    assert "fused" not in plain.protocol.as_dict() and fused.protocol.as_dict()["fused"] is True
+    assert fused.label == "ft[fused=True]"
+    for optimizer, lr in (("sgd", 1e-2), ("adamw", 1e-4)):
+        settings = [f"optimizer={optimizer}", f"lr={lr}", "epochs=1"]
+        a, _ = _train_model(clip_spec, clip_pretrained, "ft", overrides=settings)
+        b, ctx = _train_model(clip_spec, clip_pretrained, "ft", overrides=[*settings, "fused=true"])
+        assert all(group.get("fused") for group in ctx.optimizer.param_groups)
+        sa, sb, s0 = a.state_dict(), b.state_dict(), clip_pretrained.model.state_dict()
+        moved = [k for k in sa if sa[k].dim() >= 2 and not torch.equal(sa[k], s0[k])]
+        assert moved
+        # weight matrices agree within 1% of their update (biases are left out: attention's key bias has
+        # an exactly-zero gradient, whose rounding noise AdamW normalises to full-size steps either way)
+        worst = max(float((sa[k] - sb[k]).abs().max() / (sa[k] - s0[k]).abs().max()) for k in moved)
+        assert worst < 1e-2, (optimizer, worst)

@@ -25,9 +25,15 @@ class Protocol:
     batch_size: int = 64
     schedule: str = "cosine"
     eval_batch_size: int = 500
+    # torch's fused optimizer kernels (the default on CUDA): not bit-identical to the plain path (2e-8 per
+    # AdamW step), so a cell records it; omitted from the record while off, so CPU identities stay as they were
+    fused: bool = False
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        if not self.fused:
+            del record["fused"]
+        return record
 
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the base lr at optimizer step `step` (0-based)."""

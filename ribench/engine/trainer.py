@@ -44,10 +44,11 @@ def build_optimizer(protocol, groups):
         {"params": g.params, "lr": protocol.lr * g.lr_scale, "lr_scale": g.lr_scale, "name": g.name}
         for g in groups if g.params
     ]
+    fused = {"fused": True} if protocol.fused else {}
     if protocol.optimizer == "sgd":
         return torch.optim.SGD(torch_groups, lr=protocol.lr, momentum=protocol.momentum,
-                               weight_decay=protocol.weight_decay)
-    return torch.optim.AdamW(torch_groups, lr=protocol.lr, weight_decay=protocol.weight_decay)
+                               weight_decay=protocol.weight_decay, **fused)
+    return torch.optim.AdamW(torch_groups, lr=protocol.lr, weight_decay=protocol.weight_decay, **fused)
 
 
 def position_labels(labels: np.ndarray, class_mask: np.ndarray) -> np.ndarray:

@@ -111,6 +111,8 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
     if method_cls.requires_text_tower and not preset.has_text_tower:
         raise ConfigError(f"method '{method_cls.name}' needs a text tower; pretrain '{preset.name}' has none")
     base_protocol, selection = _protocol_of(method_cls, asked, suite_obj, preset.name, protocol)
+    if device.startswith("cuda"):            # torch's fused optimizer step on GPUs (recorded; not a label change)
+        base_protocol = dataclasses.replace(base_protocol, fused=True)
     label_defaults = None
     if protocol == "tuned" and selection and method_cls.recipe.tune != "lr":
         strength = {method_cls.recipe.tune: repr(selection[method_label(method_cls, asked)])}
