@@ -162,3 +162,26 @@ def test_the_gpu_benchmark_runs_its_code_on_a_tiny_vit_on_cpu(tmp_path, capsys):
         capsys.readouterr()
         assert bench.main(["--out", str(tmp_path / "none")]) == 0
         assert "no CUDA device here" in capsys.readouterr().out and not (tmp_path / "none").exists()
+
+
+def test_digraps_segmented_projection_matches_its_per_layer_torch_reference():
+    """Five sums per layer and step 4 over layers of odd sizes (one smaller than a block, one spanning
+    three): two launches equal the per-tensor torch code."""
+    from ribench.kernels import projection
+
+    generator = torch.Generator().manual_seed(3)
+    sizes = [5, 2500, 1024, 77]
+    n = sum(sizes)
+    theta, anchor, grad, prev = (torch.randn(n, generator=generator) for _ in range(4))
+    starts, owners = projection.layer_blocks(sizes)
+    assert owners.tolist() == [0, 1, 1, 1, 2, 3]               # no block straddles two layers
+    expected = projection.layer_sums_torch(theta, anchor, grad, prev, starts)
+    found = projection.layer_sums_triton(theta, anchor, grad, prev, starts, owners)
+    assert torch.allclose(found, expected, rtol=1e-4, atol=1e-3)
+    coef = torch.tensor([0.5, -0.25, 0.0, 2.0])
+    g_ref, r_ref = grad.clone(), torch.empty(n)
+    projection.project_torch(theta, anchor, g_ref, r_ref, coef, starts)
+    g_new, r_new = grad.clone(), torch.empty(n)
+    projection.project_triton(theta, anchor, g_new, r_new, coef, starts, owners)
+    assert torch.allclose(r_new, theta - anchor) and torch.allclose(g_new, g_ref, atol=1e-6)
+    assert torch.equal(g_new[5 + 2500:5 + 2500 + 1024], grad[5 + 2500:5 + 2500 + 1024])   # coef 0: untouched
