@@ -431,6 +431,13 @@ def test_every_measured_entry_records_its_protocol_and_a_tuned_one_its_selection
     broken = copy.deepcopy(tuned)
     del broken["protocol"]["selection"]["heldout_acc"]["0.1"]
     assert any("heldout_acc" in p for p in validate_entry(broken))
+    derived = copy.deepcopy(tuned)                                  # e.g. wiseft: its ingredient's selection
+    derived["protocol"]["ingredients"] = {"ft": derived["protocol"].pop("selection")}
+    assert validate_entry(derived) == []
+    derived["protocol"]["ingredients"]["ft"]["value"] = 3e-3
+    assert any("protocol.ingredients.ft.value" in p for p in validate_entry(derived))
+    del derived["protocol"]["ingredients"]
+    assert any("records its selection or its ingredients" in p for p in validate_entry(derived))
     broken = copy.deepcopy(shipped)
     broken["protocol"]["selection"] = tuned["protocol"]["selection"]
     assert any("a reference entry has no selection" in p for p in validate_entry(broken))
@@ -456,3 +463,10 @@ def test_a_tuned_entry_takes_its_selection_from_the_choice_its_cells_were_traine
     with pytest.raises(RibenchError, match="not trained at the choice"):
         entries._protocol_record(suite, "mini-clip", "ft", "tuned", stale)
     assert entries._protocol_record(suite, "mini-clip", "ft", "reference", stale)["name"] == "reference"
+    # wiseft tunes nothing itself: its record is its ingredient's selection, and a stale ingredient is refused
+    record = entries._protocol_record(suite, "mini-clip", "wiseft", "tuned", cells)
+    assert "selection" not in record and record["ingredients"]["ft"]["value"] == 1e-3
+    with pytest.raises(RibenchError, match="not trained at the choice"):
+        entries._protocol_record(suite, "mini-clip", "wiseft", "tuned", stale)
+    with pytest.raises(RibenchError, match="not trained at the choice"):      # lora's own choice is missing
+        entries._protocol_record(suite, "mini-clip", "lora", "tuned", cells)

@@ -67,18 +67,36 @@ SELECTION_FIELDS = ("tune", "grid", "value", "heldout_acc", "pretrained_heldout_
 
 
 def _protocol_record(suite, pretrain: str, label: str, protocol: str, cells: list) -> dict:
-    """What an entry says about how it was trained: the protocol and, when tuned, its selection."""
+    """What an entry says about how it was trained: the protocol and, when tuned, its selection, and the
+    selections of the ingredients it was made from (wiseft's ft, a soup's members, lpft's probe has none).
+    A method that tunes nothing itself (wiseft, soup) has only the ingredients'."""
     if protocol == "reference":
         return {"name": "reference", "description": REFERENCE_DESCRIPTION}
-    choice = chosen(suite.name, pretrain, label)
     used = {json.dumps(c.identity.get("selection"), sort_keys=True) for c in cells}
-    if choice is None or len(used) != 1 or json.loads(used.pop()).get(label) != choice["value"]:
+    values = json.loads(used.pop()) if len(used) == 1 else None
+    choices = {name: chosen(suite.name, pretrain, name) for name in values or {}}
+    if (not values or any(choice is None or choice["value"] != values[name] for name, choice in choices.items())
+            or (label not in values and not _tunes_nothing(label))):
         raise RibenchError(f"cannot submit {label} on {suite.name}/{pretrain} under the tuned protocol: its cells "
                            "were not trained at the choice the selections hold now; rerun them with "
                            f"'ribench grid --protocol tuned --methods {label}'")
+    record = {"name": "tuned", "description": TUNED_DESCRIPTION}
+    if label in choices:
+        record["selection"] = _selection(choices.pop(label))
+    if choices:
+        record["ingredients"] = {name: _selection(choice) for name, choice in sorted(choices.items())}
+    return record
+
+
+def _selection(choice: dict) -> dict:
     selection = {k: choice[k] for k in SELECTION_FIELDS if k in choice}
     selection.setdefault("extended", [])
-    return {"name": "tuned", "description": TUNED_DESCRIPTION, "selection": selection}
+    return selection
+
+
+def _tunes_nothing(label: str) -> bool:
+    method_cls, config, _ = resolve_label(label)
+    return method_cls.tunes_nothing_with(config)
 
 
 def _on_protocol(cells: list, protocol: str, suite) -> tuple[list, dict | None]:

@@ -227,8 +227,9 @@ def _validate_reported(c: _Checker, entry: dict) -> None:
 
 
 def _validate_protocol(c: _Checker, protocol: Any) -> None:
-    """reference, or tuned with its selection: the grid, the chosen value in it, a held-out score per value."""
-    if not c.mapping(protocol, "protocol", ("name", "description"), ("selection",)):
+    """reference, or tuned with its selection (the grid, the chosen value in it, a held-out score per
+    value) and its ingredients' selections; a tuned method that tunes nothing itself has only the latter."""
+    if not c.mapping(protocol, "protocol", ("name", "description"), ("selection", "ingredients")):
         return
     name = protocol.get("name")
     if name not in PROTOCOLS:
@@ -236,26 +237,41 @@ def _validate_protocol(c: _Checker, protocol: Any) -> None:
         return
     c.string(protocol.get("description"), "protocol.description")
     selection = protocol.get("selection")
+    ingredients = protocol.get("ingredients")
     if name == "reference":
-        if selection is not None:
+        if selection is not None or ingredients is not None:
             c.fail("protocol.selection", "a reference entry has no selection (one recipe for every method)")
         return
-    if not c.mapping(selection, "protocol.selection", _SELECTION_REQUIRED, _SELECTION_OPTIONAL):
+    if selection is None and ingredients is None:
+        c.fail("protocol.selection", "a tuned entry records its selection or its ingredients' selections")
         return
-    c.string(selection.get("tune"), "protocol.selection.tune")
+    if selection is not None:
+        _validate_selection(c, selection, "protocol.selection")
+    if ingredients is not None:
+        if not isinstance(ingredients, dict) or not ingredients:
+            c.fail("protocol.ingredients", f"expected a mapping of ingredient to selection, got {_kind(ingredients)}")
+            return
+        for ingredient, found in ingredients.items():
+            _validate_selection(c, found, f"protocol.ingredients.{ingredient}")
+
+
+def _validate_selection(c: _Checker, selection: Any, where: str) -> None:
+    if not c.mapping(selection, where, _SELECTION_REQUIRED, _SELECTION_OPTIONAL):
+        return
+    c.string(selection.get("tune"), f"{where}.tune")
     grid = selection.get("grid")
     if not (isinstance(grid, list) and grid and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                     and math.isfinite(v) and v > 0 for v in grid)):
-        c.fail("protocol.selection.grid", f"expected a non-empty list of positive numbers, got {_kind(grid)}")
+        c.fail(f"{where}.grid", f"expected a non-empty list of positive numbers, got {_kind(grid)}")
         return
     if selection.get("value") not in grid:
-        c.fail("protocol.selection.value", f"{_kind(selection.get('value'))} is not one of the grid's values")
+        c.fail(f"{where}.value", f"{_kind(selection.get('value'))} is not one of the grid's values")
     scores = selection.get("heldout_acc")
     if not isinstance(scores, dict) or sorted(float(k) for k in scores) != sorted(float(v) for v in grid):
-        c.fail("protocol.selection.heldout_acc", "expected one held-out accuracy per grid value")
+        c.fail(f"{where}.heldout_acc", "expected one held-out accuracy per grid value")
     elif any(v is not None and not (isinstance(v, (int, float)) and 0 <= v <= 1) for v in scores.values()):
-        c.fail("protocol.selection.heldout_acc", "held-out accuracies are fractions in [0, 1] (null: diverged)")
-    c.string_list(selection.get("datasets"), "protocol.selection.datasets")
+        c.fail(f"{where}.heldout_acc", "held-out accuracies are fractions in [0, 1] (null: diverged)")
+    c.string_list(selection.get("datasets"), f"{where}.datasets")
 
 
 def _validate_measured(c: _Checker, entry: dict) -> None:
