@@ -298,6 +298,11 @@ def test_a_method_that_did_not_adapt_is_marked_and_the_pareto_front_is_drawn(bui
     adapted = {**stood, "metrics": {**stood["metrics"], "ID_gain": {**stood["metrics"]["ID_gain"], "ci95": [0.01, 0.2]}}}
     assert did_not_adapt(stood) and not did_not_adapt(adapted)
     assert shown_label(stood) == "stood-still (did not adapt)"
+    selection = {"tune": "lr", "value": 0.005}
+    assert shown_label({**adapted, "protocol": {"name": "tuned", "selection": selection}}) == \
+        "stood-still · tuned (lr 0.005)"
+    assert shown_label({**adapted, "protocol": {"name": "tuned", "ingredients": {"ft": selection}}}) == \
+        "stood-still · tuned (ft: lr 0.005)"
     zeroshot = next(e for e in entries if e["method"]["label"] == "zeroshot")
     assert not did_not_adapt(zeroshot)                      # it trains nothing: shown apart, not marked
     # (1, 1) beats (0, 0); (2, -1) and (-1, 2) trade off: the front is everything but (0, 0), by ID gain

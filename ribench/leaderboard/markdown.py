@@ -45,8 +45,8 @@ def _intro(suite: str) -> list[str]:
            "Accuracies in %, differences in percentage points; `mean [95% CI]` over seeds "
            "(percentile bootstrap, 10 000 resamples; entries made since the intervals carry the test sets' "
            "sampling error also include it). Rows are under ImageNet-RIB's reference protocol (one SGD "
-           "recipe for every method) unless marked `· tuned` (the method's own recipe, its lr or strength "
-           "chosen on held-out train data; see docs/protocols.md); each entry file records its protocol. mRI = mean over downstream datasets of RI, RI = mean "
+           "recipe for every method) unless marked `· tuned (value)` (the method's own recipe at the lr or strength "
+           "chosen on held-out train data, shown; see docs/protocols.md); each entry file records its protocol. mRI = mean over downstream datasets of RI, RI = mean "
            "accuracy change on the other downstream test sets; ID = accuracy on the trained dataset's test set; "
            "mean OOD = mean accuracy on the other downstream test sets; forgetting = drop on the pretraining-"
            "domain set. Static page with every table, sortable: [index.html](index.html).", ""]

@@ -44,9 +44,20 @@ def did_not_adapt(entry: dict) -> bool:
 def shown_label(entry: dict) -> str:
     """The method's label as tables and plots show it: tuned entries say so (a reference row and a tuned
     row of one method sit side by side), and a method that did not adapt is marked."""
-    tuned = (entry.get("protocol") or {}).get("name") == "tuned"
-    return (entry["method"]["label"] + (" · tuned" if tuned else "")
-            + (" (did not adapt)" if did_not_adapt(entry) else ""))
+    protocol = entry.get("protocol") or {}
+    tuned = f" · tuned ({chosen_text(protocol)})" if protocol.get("name") == "tuned" else ""
+    return entry["method"]["label"] + tuned + (" (did not adapt)" if did_not_adapt(entry) else "")
+
+
+def chosen_text(protocol: dict) -> str:
+    """The chosen values a tuned entry trained at: 'lr 0.005', 'λ 0.01', or its ingredients' ('ft: lr 0.001')."""
+    def one(selection: dict) -> str:
+        name = {"lr": "lr", "lam": "λ"}.get(selection["tune"], selection["tune"])
+        return f"{name} {selection['value']:g}"
+
+    parts = [one(protocol["selection"])] if protocol.get("selection") else []
+    parts += [f"{name}: {one(s)}" for name, s in (protocol.get("ingredients") or {}).items()]
+    return "; ".join(parts)
 
 
 def measured_rows(group: list[dict]) -> list[dict]:
