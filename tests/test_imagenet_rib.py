@@ -280,16 +280,16 @@ def test_timm_preset_keeps_the_saved_head_and_its_eval_transform(tree, tmp_path)
 
 def test_real_presets_say_which_file_is_missing(tree, capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("RIBENCH_WEIGHTS", raising=False)
-    code = main(["run", "--method", "ft", "--pretrain", "in21k", "--suite", "imagenet-rib",
+    code = main(["run", "--protocol", "reference", "--method", "ft", "--pretrain", "in21k", "--suite", "imagenet-rib",
                  "--data-root", str(tmp_path), "--store", str(tmp_path / "s.sqlite")])
     err = capsys.readouterr().err
     assert code == 2 and "lacks imagenet-v2 (imagenet-v2/imagenetv2-matched-frequency-format-val/)" in err
-    code = main(["run", "--method", "ft", "--pretrain", "in21k", "--suite", "imagenet-rib",
+    code = main(["run", "--protocol", "reference", "--method", "ft", "--pretrain", "in21k", "--suite", "imagenet-rib",
                  "--data-root", str(tree / "data"), "--store", str(tmp_path / "s.sqlite")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("ribench: error: pretrain 'in21k' needs")
     assert "timm/vit_base_patch16_224.orig_in21k_ft_in1k/blob/main/model.safetensors" in err[-1]
-    code = main(["run", "--method", "ft", "--pretrain", "openai", "--weights", str(tmp_path / "nope.bin"),
+    code = main(["run", "--protocol", "reference", "--method", "ft", "--pretrain", "openai", "--weights", str(tmp_path / "nope.bin"),
                  "--store", str(tmp_path / "s.sqlite")])
     err = capsys.readouterr().err
     assert code == 2 and str(tmp_path / "nope.bin") in err and "vit_base_patch16_clip_224.openai" in err
@@ -307,7 +307,7 @@ def test_run_and_results_end_to_end_on_the_fake_tree(tree, tmp_path, capsys, mon
         PRETRAINS.register("laion2b-tiny", PretrainPreset("laion2b-tiny", "tests", spec.build, True, False,
                                                           spec.locate))
     store = tmp_path / "s.sqlite"
-    code = main(["run", "--method", "ft", "--pretrain", "laion2b-tiny", "--suite", "imagenet-rib",
+    code = main(["run", "--protocol", "reference", "--method", "ft", "--pretrain", "laion2b-tiny", "--suite", "imagenet-rib",
                  "--data-root", str(tree / "data"), "--weights", str(weights), "--datasets",
                  "imagenet-r,imagenet-c", "--set", "epochs=1", "--set", "batch_size=4", "--threads", "1",
                  "--no-progress", "--store", str(store)])
@@ -315,7 +315,8 @@ def test_run_and_results_end_to_end_on_the_fake_tree(tree, tmp_path, capsys, mon
     assert code == 0, err
     assert "warning: imagenet-r" in err            # the fake tree is not the full dataset, and says so
     assert "imagenet-c" in out and "mRI" in out
-    code = main(["results", "--suite", "imagenet-rib", "--pretrain", "laion2b-tiny", "--store", str(store)])
+    code = main(["results", "--protocol", "reference", "--suite", "imagenet-rib", "--pretrain", "laion2b-tiny",
+                 "--store", str(store)])
     out = capsys.readouterr().out
     assert code == 0 and "imagenet-r" in out and "mRI" in out
     from ribench.store import Store
@@ -357,7 +358,7 @@ def test_leaderboard_submit_reads_imagenet_rib_cells_with_their_data_root(tree, 
     ran = R.build(data)                                   # the suite as `ribench run --data-root` builds it
     ran._cache["quiet"] = True
     store = _store_as_run_writes_it(tmp_path / "s.sqlite", ran)
-    base = ["leaderboard", "submit", "--suite", "imagenet-rib", "--pretrain", "laion2b-fake", "--method", "ft",
+    base = ["leaderboard", "submit", "--protocol", "reference", "--suite", "imagenet-rib", "--pretrain", "laion2b-fake", "--method", "ft",
             "--store", str(store), "--root", str(tmp_path / "lb")]
 
     code = main(base)                                     # no data root anywhere: one clear line, no entry
