@@ -58,8 +58,8 @@ def project_torch(theta, anchor, grad, r_out, coef: torch.Tensor, starts: torch.
 
 if triton is not None:
     @triton.jit
-    def _layer_sums(theta_ptr, anchor_ptr, grad_ptr, prev_ptr, starts_ptr, owner_ptr, first_block_ptr, sums_ptr,
-                    BLOCK: tl.constexpr):
+    def _this_block(theta_ptr, anchor_ptr, grad_ptr, starts_ptr, owner_ptr, first_block_ptr, BLOCK: tl.constexpr):
+        """This program's layer, its offsets in the flat buffers, their mask, r = θ − θ0 and g there."""
         block = tl.program_id(0)
         layer = tl.load(owner_ptr + block)
         lo = tl.load(starts_ptr + layer)
@@ -68,6 +68,13 @@ if triton is not None:
         inside = offs < hi
         r = tl.load(theta_ptr + offs, mask=inside, other=0.0) - tl.load(anchor_ptr + offs, mask=inside, other=0.0)
         g = tl.load(grad_ptr + offs, mask=inside, other=0.0)
+        return layer, offs, inside, r, g
+
+    @triton.jit
+    def _layer_sums(theta_ptr, anchor_ptr, grad_ptr, prev_ptr, starts_ptr, owner_ptr, first_block_ptr, sums_ptr,
+                    BLOCK: tl.constexpr):
+        layer, offs, inside, r, g = _this_block(theta_ptr, anchor_ptr, grad_ptr, starts_ptr, owner_ptr,
+                                                first_block_ptr, BLOCK)
         prev = tl.load(prev_ptr + offs, mask=inside, other=0.0)
         row = sums_ptr + layer * 5
         tl.atomic_add(row + 0, tl.sum(g * r, axis=0))
@@ -79,14 +86,8 @@ if triton is not None:
     @triton.jit
     def _project(theta_ptr, anchor_ptr, grad_ptr, r_ptr, coef_ptr, starts_ptr, owner_ptr, first_block_ptr,
                  BLOCK: tl.constexpr):
-        block = tl.program_id(0)
-        layer = tl.load(owner_ptr + block)
-        lo = tl.load(starts_ptr + layer)
-        hi = tl.load(starts_ptr + layer + 1)
-        offs = lo + (block - tl.load(first_block_ptr + layer)) * BLOCK + tl.arange(0, BLOCK)
-        inside = offs < hi
-        r = tl.load(theta_ptr + offs, mask=inside, other=0.0) - tl.load(anchor_ptr + offs, mask=inside, other=0.0)
-        g = tl.load(grad_ptr + offs, mask=inside, other=0.0)
+        layer, offs, inside, r, g = _this_block(theta_ptr, anchor_ptr, grad_ptr, starts_ptr, owner_ptr,
+                                                first_block_ptr, BLOCK)
         tl.store(r_ptr + offs, r, mask=inside)
         tl.store(grad_ptr + offs, g - tl.load(coef_ptr + layer) * r, mask=inside)
 
