@@ -69,6 +69,11 @@ Algorithm 1 is quoted from the arXiv version, 2502.15895):
 - `learn_omega=False` keeps ω at `omega_init` (ω = 0 fixed is `ft` bit for bit).
 - The final ω per layer is returned by `learned` under "omega" (the runner stores
   it in the cell's details, under "method") and kept on the instance as `self.omega`.
+
+With `--kernels triton` the loop lays the trained weights out flat and steps 1, 3 and 4 run as two
+launches over them (`ribench.kernels.projection`: one segmented reduction for the five sums of
+every layer, one update pass), instead of a dot, a norm and a subtraction per tensor; step 2 is
+the same torch code on a handful of scalars per layer.
 """
 
 from __future__ import annotations
@@ -82,6 +87,9 @@ from ribench.toolkit.layers import image_parameters
 from ribench.engine.context import FitContext
 from ribench.engine.method import Method
 from ribench.engine.recipe import Recipe
+from ribench.kernels import launch_block
+from ribench.kernels.flat import FlatWeights
+from ribench.kernels.projection import layer_blocks, layer_sums_triton, project_triton
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
@@ -99,8 +107,24 @@ class _State:
         self.k = 0                    # hyper steps taken
         self.prev_r = None            # r_{t−1} per layer
         self.prev_scale = None        # η_{t−1}·c_{t−1} per layer
+        self.flat = None              # _FlatProjection, when the loop steps over flat weights
         self.c = None                 # c_t of the current step, until after_step knows η_t
         self.r = None
+
+
+class _FlatProjection:
+    """Where DiGraP's layers lie in the loop's flat weights, θ0 laid out alike, and r_t, r_{t−1}."""
+
+    def __init__(self, st: _State, flat: FlatWeights):
+        self.flat = flat
+        self.slots = torch.tensor([flat.index(p) for p in st.params], dtype=torch.long)   # flat layer of each
+        # weights DiGraP does not project get their own start as θ0 (and coefficient 0 below)
+        self.anchor = flat.gather({id(p): a for p, a in zip(st.params, st.anchors)}, fill=flat.data)
+        self.block = launch_block(flat.data)
+        starts, self.owners = layer_blocks(flat.sizes, self.block)
+        self.starts = starts.to(flat.data.device)
+        self.r = torch.zeros_like(flat.data)
+        self.prev_r = torch.zeros_like(flat.data)
 
 
 def _dots(a, b) -> torch.Tensor:
@@ -162,6 +186,9 @@ class DiGraP(Method):
     def _inactive(self) -> bool:
         return not self.config.learn_omega and self.config.omega_init == 0.0
 
+    def works_on_flat_weights(self, ctx) -> bool:
+        return not self._inactive()
+
     def _state(self, ctx: FitContext) -> _State:
         if self.projection is None:
             frozen = dict(ctx.pretrained.named_parameters())
@@ -176,6 +203,8 @@ class DiGraP(Method):
                 params.append(p)
                 anchors.append(frozen[name].detach())
             self.projection = _State(names, params, anchors, self.config.omega_init)
+            if ctx.flat is not None and params:
+                self.projection.flat = _FlatProjection(self.projection, ctx.flat)
         return self.projection
 
     @torch.no_grad()
@@ -185,6 +214,8 @@ class DiGraP(Method):
         st = self._state(ctx)
         if not st.params:
             return
+        if st.flat is not None:
+            return self._project_flat(ctx, st)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in st.params]
         r = torch._foreach_sub(st.params, st.anchors)                              # r_t = θ_t − θ0
         if self.config.learn_omega and st.prev_r is not None:
@@ -204,6 +235,30 @@ class DiGraP(Method):
             st.r, st.c = r, c
 
     @torch.no_grad()
+    def _project_flat(self, ctx, st: _State):
+        """Steps 1–4 with the five per-layer sums from one reduction and step 4 as one update pass."""
+        fp = st.flat
+        fp.flat.collect_gradients()
+        theta, grad = fp.flat.data, fp.flat.grad
+        sums = layer_sums_triton(theta, fp.anchor, grad, fp.prev_r, fp.starts, fp.owners, fp.block)[fp.slots]
+        g_r, r_r, g_prev, g_g, prev_prev = sums.unbind(1)
+        if self.config.learn_omega and st.prev_scale is not None:
+            # step 1: h_t = sign(η_{t−1}c_{t−1})·cos(g_t, r_{t−1})
+            norms = (g_g * prev_prev).sqrt()
+            cos = torch.where(norms > 0, g_prev / norms.clamp_min(torch.finfo(torch.float64).tiny),
+                              torch.zeros_like(g_prev))
+            st.k += 1
+            st.omega, st.m, st.v = _adam_step(st.omega, st.m, st.v, torch.sign(st.prev_scale) * cos, st.k,
+                                              self.config.mu)                       # step 2
+        c = torch.where(g_r < 0, g_r / r_r.clamp_min(torch.finfo(torch.float32).tiny),
+                        torch.zeros_like(g_r))                                       # step 3
+        coef = torch.zeros(len(fp.flat.params), dtype=torch.float64, device=theta.device)
+        coef[fp.slots] = st.omega * c
+        project_triton(theta, fp.anchor, grad, fp.r, coef, fp.starts, fp.owners, fp.block)   # step 4; r_t
+        if self.config.learn_omega:
+            st.c = c
+
+    @torch.no_grad()
     def after_step(self, ctx):
         st = self.projection
         if st is None or st.c is None:
@@ -211,7 +266,11 @@ class DiGraP(Method):
         lr_of = {id(p): group["lr"] for group in ctx.optimizer.param_groups for p in group["params"]}
         eta = torch.tensor([lr_of.get(id(p), 0.0) for p in st.params], dtype=torch.float64,
                            device=st.omega.device)
-        st.prev_r, st.prev_scale = st.r, eta * st.c.double()   # ∂θ_{t+1}/∂ω = η_t·c_t·r_t
+        st.prev_scale = eta * st.c.double()                    # ∂θ_{t+1}/∂ω = η_t·c_t·r_t
+        if st.flat is not None:
+            st.flat.prev_r, st.flat.r = st.flat.r, st.flat.prev_r
+        else:
+            st.prev_r = st.r
         st.r = st.c = None
 
     def learned(self, ctx):

@@ -24,7 +24,8 @@ the batch size), over the image backbone (the head is not penalised, as L2-SP).
 by its mean over all weights, so λ means the same as L2-SP's λ (an unweighted
 penalty is F ≡ 1) and the two rows differ only in where the penalty falls;
 λ = 1e-2 as L2-SP. `normalize=none` uses the raw Fisher. The gradient
-λF(θ − θ0) is added in closed form after backward.
+λF(θ − θ0) is added in closed form after backward (with `--kernels triton`, inside
+the fused optimizer step: ribench.engine.weight_penalty).
 
 Recipe: EWC changes the loss, not the optimizer: it trains as `ft` does, with SGD
 at `ft`'s chosen lr, and selection tunes λ (no published λ transfers: Eq. 3's λ
@@ -42,13 +43,13 @@ from typing import Literal
 
 import torch
 
-from ribench.engine.method import Regularizer
 from ribench.engine.recipe import Recipe
+from ribench.engine.weight_penalty import WeightPenalty
 from ribench.toolkit.gradients import per_sample_gradient_means
-from ribench.toolkit.penalties import add_to_gradients, anchored_parameters
+from ribench.toolkit.penalties import WeightPenaltyRegularizer, anchored_parameters
 
 
-class EWC(Regularizer):
+class EWC(WeightPenaltyRegularizer):
     name = "ewc"
     description = ("EWC: cross-entropy + (λ/2)·Σ F_i(θ_i − θ0_i)², F the empirical Fisher at θ0 "
                    "of the pretraining domain")
@@ -67,7 +68,6 @@ class EWC(Regularizer):
     def __init__(self, config=None):
         super().__init__(config)
         self.fisher: dict = {}        # F per backbone weight, set by prepare
-        self._terms = None            # (θ, θ0, F) of the trained weights, once the loop chose them
 
     def prepare(self, ctx):
         split = ctx.source if self.config.fisher_data == "source" else ctx.train
@@ -82,27 +82,17 @@ class EWC(Regularizer):
             count = sum(f.numel() for f in fisher.values())
             scale = float(count / total) if total > 0 else 1.0
             fisher = {n: f * scale for n, f in fisher.items()}
-        self.fisher, self._terms = fisher, None
+        self.fisher, self._penalty = fisher, None
 
-    def _anchors(self, ctx):
-        if self._terms is None:
-            names, params, anchors = anchored_parameters(ctx)
-            fisher = self.fisher
-            keep = [i for i, n in enumerate(names) if n in fisher]
-            self._terms = ([params[i] for i in keep], [anchors[i] for i in keep],
-                           [fisher[names[i]] for i in keep])
-        return self._terms
+    def _terms(self, ctx):
+        """(θ, θ0, F) of the trained backbone weights."""
+        names, params, anchors = anchored_parameters(ctx)
+        keep = [i for i, n in enumerate(names) if n in self.fisher]
+        return ([params[i] for i in keep], [anchors[i] for i in keep], [self.fisher[names[i]] for i in keep])
+
+    def build_penalty(self, ctx) -> WeightPenalty:
+        return WeightPenalty("quadratic", self.config.lam, *self._terms(ctx))     # ∇ = λ·F·(θ − θ0)
 
     def value(self, ctx) -> torch.Tensor:
-        params, anchors, fisher = self._anchors(ctx)
+        params, anchors, fisher = self._terms(ctx)
         return 0.5 * self.config.lam * sum((f * (p - a).pow(2)).sum() for p, a, f in zip(params, anchors, fisher))
-
-    @torch.no_grad()
-    def after_backward(self, ctx):
-        if self.config.lam == 0:
-            return
-        params, anchors, fisher = self._anchors(ctx)
-        # ∇ = λ·F·(θ − θ0)
-        diff = torch._foreach_sub(params, anchors)
-        torch._foreach_mul_(diff, fisher)
-        add_to_gradients(params, diff, self.config.lam)

@@ -8,7 +8,8 @@ unscaled: no Fisher, and the head included. That is (λ/2)·Σ‖θ − θ0‖²
 λ = 2 over every trained weight with a pretrained counterpart — L2-SP with the
 head penalised, not EWC (`ewc` is Kirkpatrick et al.'s, with the Fisher of the
 pretraining domain). Kept so the published "EWC" numbers can be reproduced.
-The gradient λ(θ − θ0) is added in closed form after backward; `value` is the
+The gradient λ(θ − θ0) is added in closed form after backward (or in the fused
+step with `--kernels triton`); `value` is the
 same penalty for tests and logs.
 
 Recipe: the reference code's own, SGD at `ft`'s chosen lr, selection tuning λ

@@ -28,7 +28,8 @@ Choices where the paper leaves room:
   λ = 0.01, the paper's fixed value (chosen in Fig. 5 on FLYP + ImageNet).
 - Gradient: R is not differentiable at w = w0; ribench adds the subgradient
   λ·r̄·sign(θ − θ0) (0 at θ = θ0, as autograd of |·| gives) in closed form after
-  backward with fused foreach ops; `value` gives λR for tests and logs.
+  backward with fused foreach ops (with `--kernels triton`, inside the fused
+  optimizer step); `value` gives λR for tests and logs.
 
 Ablations (paper Table 4): `cohort=layer|global`, `reverse=true` (1 − r̄, row #5),
 `estimate=entropy` (r from the prediction entropy, no labels, row #6).
@@ -42,12 +43,12 @@ import torch
 
 from ribench.toolkit.layers import image_parameters
 from ribench.engine.recipe import Recipe
-from ribench.engine.method import Regularizer
-from ribench.toolkit.penalties import add_to_gradients
+from ribench.engine.weight_penalty import WeightPenalty
+from ribench.toolkit.penalties import WeightPenaltyRegularizer
 from ribench.methods._importance import Cohort, Estimate, importance, normalise
 
 
-class ImportanceReg(Regularizer):
+class ImportanceReg(WeightPenaltyRegularizer):
     name = "imp-reg"
     description = "importance-guided regularization: + λ·Σ r̄|θ − θ0|, r̄ block-normalised importance (regularizer)"
     paper = "https://ecva.net/papers/eccv_2024/papers_ECCV/html/8486_ECCV_2024_paper.php"
@@ -65,7 +66,6 @@ class ImportanceReg(Regularizer):
         super().__init__(config)
         self.rbar: dict = {}          # r̄ per image-classifier weight (Eq. 7), set by prepare
         self.start: dict = {}         # W0: the weights fine-tuning starts from
-        self._cached = None           # (θ, W0, r̄) of the trained weights, once the loop chose them
 
     def prepare(self, ctx):
         r = importance(ctx, self.config.estimate, self.config.samples or None)      # Eq. 4
@@ -77,28 +77,18 @@ class ImportanceReg(Regularizer):
         for name, p in image_parameters(ctx.model).items():
             same = name in frozen and torch.equal(frozen[name], p)
             start[name] = frozen[name].detach() if same else p.detach().clone()     # W0: where training starts
-        self.rbar, self.start, self._cached = rbar, start, None
+        self.rbar, self.start, self._penalty = rbar, start, None
 
     def _terms(self, ctx):
-        """(trained weights θ, their W0, their r̄), fixed once the loop has chosen what trains."""
-        if self._cached is None:
-            rbar, start = self.rbar, self.start
-            names = [n for n, p in image_parameters(ctx.model).items() if p.requires_grad and n in rbar]
-            params = dict(ctx.model.named_parameters())
-            self._cached = ([params[n] for n in names], [start[n] for n in names], [rbar[n] for n in names])
-        return self._cached
+        """(trained weights θ, their W0, their r̄)."""
+        rbar, start = self.rbar, self.start
+        names = [n for n, p in image_parameters(ctx.model).items() if p.requires_grad and n in rbar]
+        params = dict(ctx.model.named_parameters())
+        return [params[n] for n in names], [start[n] for n in names], [rbar[n] for n in names]
+
+    def build_penalty(self, ctx) -> WeightPenalty:
+        return WeightPenalty("sign", self.config.lam, *self._terms(ctx))     # ∇(λR) = λ·r̄·sign(θ − θ0), Eq. 8
 
     def value(self, ctx) -> torch.Tensor:
         params, anchors, rbar = self._terms(ctx)
         return self.config.lam * sum((r * (p - a).abs()).sum() for p, a, r in zip(params, anchors, rbar))
-
-    @torch.no_grad()
-    def after_backward(self, ctx):
-        if self.config.lam == 0:
-            return
-        params, anchors, rbar = self._terms(ctx)
-        # ∇(λR) = λ·r̄·sign(θ − θ0)   (Eq. 8)
-        step = torch._foreach_sub(params, anchors)
-        torch._foreach_sign_(step)
-        torch._foreach_mul_(step, rbar)
-        add_to_gradients(params, step, self.config.lam)

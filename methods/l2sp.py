@@ -7,7 +7,7 @@ paper, whose β‖θ_head‖² term is plain weight decay and comes from the
 protocol. λ = 1e-2 is the paper-style default; λ = 2 reproduces the
 ImageNet-RIB reference code's "EWC" row, which is this penalty unweighted.
 The gradient λ(θ − θ0) is added in closed form after backward (one fused
-foreach op instead of a graph); `value` is the same penalty for tests and logs.
+foreach op instead of a graph; with `--kernels triton`, inside the fused optimizer step); `value` is the same penalty for tests and logs.
 Combines with any base method: `flyp+l2sp`, `lpft+l2sp`.
 """
 

@@ -9,6 +9,10 @@ sys.path.insert(0, str(HERE))
 # Triton decides at a kernel's definition whether it interprets: set before ribench imports, so the
 # kernel tests run ribench.kernels on CPU tensors (auto still chooses torch on CPU).
 os.environ.setdefault("TRITON_INTERPRET", "1")
+try:    # triton finds its backends through entry points when first imported: before any test patches them
+    import triton  # noqa: E402,F401
+except ImportError:
+    pass
 
 # Registers suite 'rib-tiny' once; tests that pass `--include tests/tiny_suite.py`
 # then reuse this module instead of registering the suite a second time.

@@ -157,6 +157,9 @@ def test_the_gpu_benchmark_runs_its_code_on_a_tiny_vit_on_cpu(tmp_path, capsys):
     assert result["kernels"] == "triton"                         # interpreted: the kernel rows are measured
     assert all("fused_ms" in result["penalties"][m] for m in ("l2sp", "ewc", "imp-reg"))
     assert {"torch_s", "triton_s", "torch_in_ft_images"} <= set(result["sample_statistics"])
+    steps = result["methods"]
+    assert steps["ft (sgd)"]["torch_over_ft"] == 1.0 and all(
+        row["triton_ms"] > 0 for label, row in steps.items() if not label.startswith("ft "))
     assert "triton_ms" in result["kernel"] and (tmp_path / "results.md").read_text().startswith("GPU benchmark")
     if not torch.cuda.is_available():
         capsys.readouterr()
@@ -185,3 +188,101 @@ def test_digraps_segmented_projection_matches_its_per_layer_torch_reference():
     projection.project_triton(theta, anchor, g_new, r_new, coef, starts, owners)
     assert torch.allclose(r_new, theta - anchor) and torch.allclose(g_new, g_ref, atol=1e-6)
     assert torch.equal(g_new[5 + 2500:5 + 2500 + 1024], grad[5 + 2500:5 + 2500 + 1024])   # coef 0: untouched
+
+
+def _fit_with(pretrained, method, kernels, overrides=()):
+    from ribench.run.spec import fit_context, resolve
+
+    spec = resolve(method, "rib-tiny", pretrained.name, datasets=["sketch"], seeds=[0],
+                   overrides=["epochs=1", *overrides], kernels=kernels)
+    ctx = fit_context(spec, pretrained, "sketch", 0)
+    torch.manual_seed(0)
+    instance = spec.method_cls(spec.method_config)
+    instance.fit(ctx)
+    return ctx, instance
+
+
+def _largest_update_difference(a, b) -> float:
+    """max over trained tensors of ‖θ_a − θ_b‖ / ‖θ_a − θ0‖: how far apart two runs' updates are."""
+    start = dict(a.pretrained.named_parameters())
+    found = dict(b.model.named_parameters())
+    worst = 0.0
+    for name, p in a.model.named_parameters():
+        if p.requires_grad and name in start:
+            moved = float((p - start[name]).norm())
+            worst = max(worst, float((p - found[name]).norm()) / max(moved, 1e-12))
+    return worst
+
+
+@pytest.mark.parametrize("method, overrides", [
+    ("l2sp", ["lam=0.5"]),                                   # quadratic, backbone only (head weight 0)
+    ("ewc-rib", []),                                         # quadratic on every weight, w ≡ 1
+    ("ewc", ["fisher_samples=4", "lam=0.5"]),                # quadratic, Fisher-weighted
+    ("imp-reg", ["samples=4", "lam=0.5"]),                   # sign, importance-weighted
+    ("digrap", ["mu=0.1"]),                                  # the segmented projection
+])
+def test_methods_train_alike_through_the_fused_flat_step(clip, method, overrides):
+    """With --kernels triton the loop lays the weights out flat and the penalty (or DiGraP's projection)
+    runs in the kernels; one epoch ends where the torch path ends, to float tolerance, and the
+    penalty was added once (folded, not also after backward). imp-reg's sign(θ − θ0) turns rounding
+    into a full λ·r̄ where a weight sits at its anchor (one weight in 37k flipped once), so its
+    tolerance is looser than the quadratic penalties' and the projection's (measured ≤ 2e-5)."""
+    from ribench.kernels.fused_optimizer import FusedPenalisedOptimizer
+
+    torch_ctx, torch_method = _fit_with(clip, method, "torch", overrides)
+    kernel_ctx, kernel_method = _fit_with(clip, method, "triton", overrides)
+    assert isinstance(kernel_ctx.optimizer, FusedPenalisedOptimizer)
+    assert not isinstance(torch_ctx.optimizer, FusedPenalisedOptimizer)
+    assert _largest_update_difference(torch_ctx, kernel_ctx) < (2e-2 if method == "imp-reg" else 1e-4)
+    if method == "digrap":
+        omega_torch, omega_kernel = (m.learned(c)["omega"] for m, c in ((torch_method, torch_ctx),
+                                                                         (kernel_method, kernel_ctx)))
+        assert omega_kernel.keys() == omega_torch.keys() and max(omega_torch.values()) > 0   # ω learned
+        assert max(abs(omega_kernel[k] - omega_torch[k]) for k in omega_torch) < 1e-3
+    else:
+        assert kernel_method.weight_penalty(kernel_ctx).folded
+        assert not torch_method.weight_penalty(torch_ctx).folded
+    # the trained weights own their storage again (a saved state dict holds only them)
+    p = next(p for p in kernel_ctx.model.parameters() if p.requires_grad)
+    assert p.untyped_storage().nbytes() == p.numel() * 4 and p.grad is None
+
+
+@pytest.mark.parametrize("method, overrides", [("l2sp", ["lam=0"]),
+                                               ("digrap", ["learn_omega=false", "omega_init=0"])])
+def test_the_ft_identities_hold_with_kernels(clip, method, overrides):
+    """METHODS.md: l2sp with λ = 0 and DiGraP with ω ≡ 0 are ft bit for bit; with --kernels triton too
+    (nothing to fold or project, so the loop keeps torch's optimizer)."""
+    ft_ctx, _ = _fit_with(clip, "ft", "triton")
+    other_ctx, _ = _fit_with(clip, method, "triton", overrides)
+    found = dict(other_ctx.model.named_parameters())
+    assert all(torch.equal(p, found[n]) for n, p in ft_ctx.model.named_parameters())
+
+
+def test_two_penalties_are_not_folded_into_one_step(clip):
+    """The step folds one penalty; `l2sp+ewc` keeps both after backward and torch's optimizer."""
+    ctx, method = _fit_with(clip, "l2sp+ewc", "triton", ["fisher_samples=4"])
+    assert isinstance(ctx.optimizer, torch.optim.SGD) and method.weight_penalty(ctx) is None
+    assert not any(reg.weight_penalty(ctx).folded for reg in method.regs)
+
+
+def test_flat_weights_are_views_that_train_in_place_and_are_given_back():
+    from ribench.kernels.flat import FlatWeights
+
+    layer = torch.nn.Linear(5, 3)
+    before = [p.detach().clone() for p in layer.parameters()]
+    flat = FlatWeights(list(layer.parameters()))
+    assert len(flat) == 18 and flat.span([layer.bias]) == (15, 18)
+    assert all(torch.equal(p, b) for p, b in zip(layer.parameters(), before))
+    layer(torch.ones(2, 5)).sum().backward()                   # autograd adds into the flat gradient
+    assert torch.equal(flat.grad[15:], torch.full((3,), 2.0))
+    layer.bias.grad = torch.full((3,), 7.0)                     # a hook that replaces a gradient
+    flat.collect_gradients()
+    assert torch.equal(flat.grad[15:], torch.full((3,), 7.0)) and layer.bias.grad.data_ptr() == flat.grad[15:].data_ptr()
+    flat.data.add_(1.0)                                         # a step on the buffer moves the weights
+    assert torch.equal(layer.bias, before[1] + 1)
+    assert torch.equal(flat.gather({id(layer.bias): torch.zeros(3)}, fill=5.0),
+                       torch.cat([torch.full((15,), 5.0), torch.zeros(3)]))
+    with pytest.raises(ValueError, match="not consecutive"):
+        flat.span([layer.bias, layer.weight])
+    flat.release()
+    assert layer.weight.untyped_storage().nbytes() == 15 * 4 and layer.weight.grad is None

@@ -317,7 +317,7 @@ def test_needs_must_be_a_sequence_of_names():
 # -- the built-in catalog: using one method imports that method's module only --------------------
 LAZY_PROBE = """
 import importlib.metadata, json, sys
-importlib.metadata.entry_points = lambda group=None: []      # no installed plugins
+importlib.metadata.entry_points = lambda **select: importlib.metadata.EntryPoints([])   # no installed plugins
 def loaded():
     return sorted(m for m in sys.modules if m.startswith("ribench.methods."))
 from ribench.catalog import METHODS

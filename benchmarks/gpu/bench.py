@@ -6,6 +6,8 @@ synthetic 224-px batches. It measures
   torch.compile), the FLOPs of a training image counted by torch's FlopCounterMode (3 × forward);
 - the optimizer-side work of l2sp, ewc and imp-reg after backward: the torch path (closed-form
   penalty added to g, then torch.optim's step) against the fused Triton step, in ms and GB/s;
+- each method's whole training step through ribench's own loop (`training_step`, its hooks, bf16
+  autocast), with --kernels torch and triton, over ft's step with the same optimizer;
 - the per-sample gradient statistics (EWC's Fisher / importance) by vmap and by the kernel, in
   ft-step equivalents per image;
 - evaluation images/s (bf16, no grad);
@@ -17,6 +19,7 @@ the same code on a small ViT on CPU (kernels under TRITON_INTERPRET=1), which th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -30,11 +33,16 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ribench.data.splits import TrainSplit
+from ribench.engine.compose import resolve_method
+from ribench.engine.context import FitContext
+from ribench.engine.protocol import Protocol
+from ribench.engine.trainer import start_training, training_step
+from ribench.engine.weight_penalty import WeightPenalty
 from ribench.kernels import resolve_kernels, triton_importable
 from ribench.kernels import penalised_step as fused
 from ribench.kernels.sample_stats import linear_sample_stats_torch, linear_sample_stats_triton
+from ribench.pretrains.base import Classifier
 from ribench.toolkit.gradients import per_sample_gradient_means
-from ribench.toolkit.penalties import add_to_gradients
 
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}   # dense, TFLOP/s × 1e12
 
@@ -107,13 +115,10 @@ def penalty_work(model, device: str, repeats: int, kernels: str) -> dict:
     out = {"weights": n}
     for name, penalty, weighted in (("l2sp", "quadratic", False), ("ewc", "quadratic", True),
                                     ("imp-reg", "sign", True)):
+        term = WeightPenalty(penalty, 0.1, params, anchors, fisher if weighted else None)
+
         def torch_path():
-            if penalty == "quadratic":
-                diff = torch._foreach_sub(params, anchors)
-                add_to_gradients(params, torch._foreach_mul(diff, fisher) if weighted else diff, 0.1)
-            else:
-                signs = torch._foreach_sign(torch._foreach_sub(params, anchors))
-                add_to_gradients(params, torch._foreach_mul(signs, fisher), 0.1)
+            term.add_gradient()
             optimizer.step()
 
         row = {"torch_ms": 1e3 * _timed(torch_path, device, repeats)}
@@ -128,6 +133,61 @@ def penalty_work(model, device: str, repeats: int, kernels: str) -> dict:
             row.update(fused_ms=1e3 * seconds, fused_gb_per_s=moved / seconds / 1e9)
         out[name] = row
     return out
+
+
+class _ViTClassifier(Classifier):
+    """The benchmark's ViT as a ribench classifier (features, head, backbone), so methods run on it."""
+
+    def __init__(self, vit: torch.nn.Module):
+        super().__init__()
+        self.head = vit.head
+        vit.head = torch.nn.Identity()
+        self.vit = vit
+
+    def features(self, x):
+        return self.vit(x)
+
+
+def _synthetic_split(samples: int, size: int) -> TrainSplit:
+    images = np.random.default_rng(0).integers(0, 256, (samples, size, size, 3), dtype=np.uint8)
+    return TrainSplit("synthetic", images, np.arange(samples) % 10, np.arange(10))
+
+
+def _preprocess(x):
+    return x.permute(0, 3, 1, 2).float().div(255)
+
+
+# (method spec, optimizer): each method under its recipe's optimizer, against ft under the same one
+METHOD_STEPS = (("ft", "sgd"), ("l2sp", "sgd"), ("ewc[fisher_samples=8]", "sgd"), ("ewc-rib", "sgd"),
+                ("ft", "adamw"), ("imp-reg[samples=8]", "adamw"), ("digrap", "adamw"))
+
+
+def method_steps(model, size: int, device: str, repeats: int, batch: int, kernels: str) -> dict:
+    """Seconds of one training step of each method through ribench's loop, and its ratio to ft's."""
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    mask = torch.arange(10, device=device)
+    split = _synthetic_split(8, size)
+    rows = {}
+    for spec, optimizer in METHOD_STEPS:
+        for path in ("torch", kernels) if kernels == "triton" and spec != "ft" else ("torch",):
+            classifier = _ViTClassifier(copy.deepcopy(model)).to(device)
+            frozen = copy.deepcopy(classifier).requires_grad_(False)
+            protocol = Protocol(optimizer=optimizer, lr=1e-5, warmup_steps=0, batch_size=batch,
+                                fused=device.startswith("cuda") and path == "torch")
+            ctx = FitContext(classifier, frozen, split, split, _preprocess, protocol, seed=0, device=device,
+                             kernels=path, total_steps=10 ** 6)
+            cls, config = resolve_method(spec)
+            method = cls(config)
+            opt = start_training(method, ctx)
+            seconds = _timed(lambda: training_step(method, ctx, opt, x, y, mask), device, repeats)
+            rows.setdefault(f"{spec.split('[')[0]} ({optimizer})", {})[f"{path}_ms"] = 1e3 * seconds
+            del classifier, frozen, ctx, opt
+    for label, row in rows.items():
+        ft = rows[f"ft ({label.split('(')[1]}"]["torch_ms"]
+        for key in [k for k in row if k.endswith("_ms")]:
+            row[key.replace("_ms", "_over_ft")] = row[key] / ft
+    return rows
 
 
 def sample_statistics(model, size: int, device: str, samples: int, kernels: str) -> dict:
@@ -160,14 +220,14 @@ def evaluation(model, size: int, device: str, repeats: int, batch: int) -> dict:
     return {"batch": batch, "images_per_s": batch / seconds}
 
 
-def kernel_against_reference(device: str, tiny: bool, repeats: int) -> dict:
+def kernel_against_reference(device: str, tiny: bool, repeats: int, kernels: str) -> dict:
     samples, tokens, n_in, n_out = (4, 17, 64, 96) if tiny else (32, 197, 768, 3072)
     x = torch.randn(samples, tokens, n_in, device=device)
     g = torch.randn(samples, tokens, n_out, device=device)
     row = {"shape": [samples, tokens, n_in, n_out]}
     ref = {"sq": torch.zeros(n_out, n_in, device=device, dtype=torch.float64)}
     row["torch_ms"] = 1e3 * _timed(lambda: linear_sample_stats_torch(x, g, ref), device, repeats)
-    if triton_importable():
+    if kernels == "triton":
         out = {"sq": torch.zeros(n_out, n_in, device=device)}
         seconds = _timed(lambda: linear_sample_stats_triton(x, g, out), device, repeats)
         row.update(triton_ms=1e3 * seconds, triton_gb_per_s=4 * (x.numel() + g.numel()) / seconds / 1e9)
@@ -187,6 +247,10 @@ def markdown(result: dict) -> str:
         row = result["penalties"][name]
         lines.append(f"| {name} | {row['torch_ms']:.2f} | {row.get('fused_ms', float('nan')):.2f} | "
                      f"{row.get('fused_gb_per_s', float('nan')):.0f} |")
+    lines += ["", "| training step (ribench's loop) | torch ms | × ft | triton ms | × ft |", "|---|---:|---:|---:|---:|"]
+    for label, row in result["methods"].items():
+        cells = [f"{row.get(k, float('nan')):.2f}" for k in ("torch_ms", "torch_over_ft", "triton_ms", "triton_over_ft")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     stats = result["sample_statistics"]
     lines += ["", f"Per-sample statistics of {stats['samples']} images: "
               + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stats.items() if k.endswith("_s")),
@@ -230,9 +294,10 @@ def main(argv=None) -> int:
         "device_name": name, "model": "tiny ViT (32 px)" if args.tiny else "ViT-B/16 (224 px)", "kernels": kernels,
         "flops_per_training_image": flops, "peak_bf16_flops": peak, "ft": ft,
         "penalties": penalty_work(model, device, args.repeats, kernels),
+        "methods": method_steps(model, size, device, args.repeats, batches[0], kernels),
         "sample_statistics": sample_statistics(model, size, device, 8 if args.tiny else 64, kernels),
         "evaluation": evaluation(model, size, device, args.repeats, 16 if args.tiny else 512),
-        "kernel": kernel_against_reference(device, args.tiny, args.repeats),
+        "kernel": kernel_against_reference(device, args.tiny, args.repeats, kernels),
     }
     ft_image_s = min(r["step_s"] / r["batch"] for r in ft)
     for key in [k for k in result["sample_statistics"] if k.endswith("_s")]:

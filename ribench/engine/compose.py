@@ -105,6 +105,15 @@ def combine(base: type[Method], regs: list[type[Regularizer]]) -> type[Method]:
             for reg in self.regs:
                 reg.after_backward(ctx)
 
+        def weight_penalty(self, ctx):
+            """The one part's penalty the fused step may fold in; none when two parts have one (the
+            step folds one), so both then add theirs after backward."""
+            found = [pen for pen in (part.weight_penalty(ctx) for part in [self.base, *self.regs]) if pen]
+            return found[0] if len(found) == 1 else None
+
+        def works_on_flat_weights(self, ctx):
+            return self.base.works_on_flat_weights(ctx)
+
         def after_step(self, ctx):
             self.base.after_step(ctx)
             for reg in self.regs:

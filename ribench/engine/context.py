@@ -24,6 +24,7 @@ class FitContext:
     seed: int
     device: str = "cpu"
     kernels: str = "torch"                                    # "triton": ribench.kernels for the extra work
+    compile: bool = False                                     # --compile: model's forward runs through torch.compile
     train_features: Callable[[], np.ndarray] | None = None   # cached penultimate features of `train`
     has_text_tower: bool = False
     class_names: tuple = ()                                   # the suite's label space (text prompts)
@@ -31,6 +32,7 @@ class FitContext:
     ingredients: dict = field(default_factory=dict)           # method spec -> changed tensors of its cell
     state: dict = field(default_factory=dict)                 # scratch space for hooks
     optimizer: Any = None                                     # set by the loop once groups are chosen
+    flat: Any = None                                          # FlatWeights, when the loop lays them out (--kernels triton)
     step: int = 0
     total_steps: int = 0
 

@@ -27,6 +27,7 @@ from ribench.engine.context import Batch, FitContext
 from ribench.engine.recipe import Recipe
 from ribench.engine.settings import parse_value, unknown_key
 from ribench.engine.trainer import train
+from ribench.engine.weight_penalty import WeightPenalty
 from ribench.errors import ConfigError
 
 
@@ -88,6 +89,16 @@ class Method:
 
     def after_step(self, ctx: FitContext) -> None:
         """Act on weights after each optimizer step."""
+
+    def weight_penalty(self, ctx: FitContext) -> WeightPenalty | None:
+        """The closed-form penalty on weights this method adds after backward, if any: with
+        `--kernels triton` the loop may fold it into its fused optimizer step (and mark it `folded`)."""
+        return None
+
+    def works_on_flat_weights(self, ctx: FitContext) -> bool:
+        """Whether `after_backward` has a kernel path over `ctx.flat` (the trained weights and their
+        gradients as one buffer each), which the loop lays out with `--kernels triton` (DiGraP)."""
+        return False
 
     def finish(self, ctx: FitContext) -> None:
         """Post-process the trained model (e.g. merge adapters)."""

@@ -10,6 +10,8 @@ import torch
 
 from ribench.engine.evaluate import autocast
 from ribench.engine.context import Batch, FitContext
+from ribench.kernels.flat import FlatWeights
+from ribench.kernels.fused_optimizer import FusedPenalisedOptimizer
 
 
 class Diverged(Exception):
@@ -38,12 +40,14 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
         raise Diverged(step, "weights", f"{bad[0]}{more}")
 
 
+def optimizer_groups(protocol, groups) -> list[dict]:
+    return [{"params": g.params, "lr": protocol.lr * g.lr_scale, "lr_scale": g.lr_scale, "name": g.name}
+            for g in groups if g.params]
+
+
 def build_optimizer(protocol, groups):
     """SGD (momentum) or AdamW over the method's parameter groups, lr scaled per group."""
-    torch_groups = [
-        {"params": g.params, "lr": protocol.lr * g.lr_scale, "lr_scale": g.lr_scale, "name": g.name}
-        for g in groups if g.params
-    ]
+    torch_groups = optimizer_groups(protocol, groups)
     fused = {"fused": True} if protocol.fused else {}
     if protocol.optimizer == "sgd":
         return torch.optim.SGD(torch_groups, lr=protocol.lr, momentum=protocol.momentum,
@@ -62,6 +66,24 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+def flat_layout(method, ctx: FitContext, groups, needs_grad):
+    """The trained weights in group order, if the step can run over them as one flat buffer: with
+    `--kernels triton`, for a method with a weight penalty to fold into the step or a kernel path
+    over flat weights, when every trained weight is a float32 model weight of the optimizer (no
+    stand-ins) and a penalty covers only those. None: the torch optimizer and hooks."""
+    if ctx.kernels != "triton" or needs_grad is not None:
+        return None
+    penalty = method.weight_penalty(ctx)
+    if penalty is None and not method.works_on_flat_weights(ctx):
+        return None
+    params = [p for g in groups for p in g.params]
+    ids = {id(p) for p in params}
+    if (len(ids) != len(params) or any(p.dtype != torch.float32 or p.device != params[0].device for p in params)
+            or (penalty is not None and not {id(p) for p in penalty.params} <= ids)):
+        return None
+    return params
+
+
 def start_training(method, ctx: FitContext):
     """Let the method prepare and choose its parameters; returns the optimizer over them."""
     method.prepare(ctx)
@@ -71,7 +93,13 @@ def start_training(method, ctx: FitContext):
     for p in ctx.model.parameters():
         p.requires_grad_(id(p) in trainable)
     ctx.model.train()
-    ctx.optimizer = build_optimizer(ctx.protocol, groups)
+    flat = flat_layout(method, ctx, groups, needs_grad)
+    if flat is None:
+        ctx.optimizer = build_optimizer(ctx.protocol, groups)
+    else:   # one fused launch per group over flat weights, the penalty (if any) folded in
+        ctx.flat = FlatWeights(flat)
+        ctx.optimizer = FusedPenalisedOptimizer(ctx.flat, optimizer_groups(ctx.protocol, groups), ctx.protocol,
+                                                method.weight_penalty(ctx))
     return ctx.optimizer
 
 
@@ -86,8 +114,8 @@ def training_step(method, ctx: FitContext, optimizer, x, y, class_mask, indices=
         loss = method.compute_loss(ctx, Batch(x, y, class_mask, ctx.model, indices))
     if not bool(torch.isfinite(loss.detach()).all()):
         raise Diverged(ctx.step, "loss", f"loss {float(loss.detach().float().mean())}")
-    optimizer.zero_grad(set_to_none=True)
     ctx.model.zero_grad(set_to_none=True)     # weights outside the optimizer may carry gradients too
+    optimizer.zero_grad(set_to_none=True)     # after the model's: a flat step points .grad at its buffer
     loss.backward()
     method.after_backward(ctx)
     factor = ctx.protocol.lr_factor(ctx.step, max(ctx.total_steps, ctx.step + 1))
@@ -115,6 +143,9 @@ def train(method, ctx: FitContext) -> dict:
                                             order_rng.permutation(len(split))):
             y = torch.from_numpy(targets[idx]).to(ctx.device)
             training_step(method, ctx, optimizer, x, y, mask, idx)
+    if ctx.flat is not None:
+        ctx.flat.release()
+        ctx.flat = None
     method.finish(ctx)
     ctx.model.eval()
     done = time.perf_counter()

@@ -40,3 +40,9 @@ def resolve_kernels(choice: str, device: str, check: bool = True) -> str:
             raise ConfigError("--kernels triton runs on CUDA devices; on CPU only under TRITON_INTERPRET=1 "
                               "(slow: for tests)")
     return choice
+
+
+def launch_block(tensor, block: int = 1024) -> int:
+    """Elements per program: `block` on a GPU; under the interpreter, where each program costs ≈ 2 ms
+    whatever its size, 64k, so a run over a model's weights takes a few programs, not thousands."""
+    return 1 << 16 if interpreting() and not tensor.is_cuda else block

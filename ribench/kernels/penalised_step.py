@@ -36,9 +36,12 @@ def _penalised_grad(theta, grad, anchor, weight, lam: float, penalty: str) -> to
 
 @torch.no_grad()
 def penalised_sgd_torch(theta, grad, momentum_buffer, anchor, weight, *, lr: float, lam: float,
-                        momentum: float, penalty: str, first: bool) -> None:
-    """θ and the momentum buffer updated in place (torch.optim.SGD's rule on the penalised gradient)."""
+                        momentum: float, penalty: str, first: bool, weight_decay: float = 0.0) -> None:
+    """θ and the momentum buffer updated in place (torch.optim.SGD's rule on the penalised gradient,
+    weight decay added to it as SGD does)."""
     g = _penalised_grad(theta, grad, anchor, weight, lam, penalty)
+    if weight_decay:
+        g = g + weight_decay * theta
     if first:
         momentum_buffer.copy_(g)
     else:
@@ -79,7 +82,7 @@ if triton is not None:
         return g
 
     @triton.jit
-    def _penalised_sgd(theta_ptr, grad_ptr, buf_ptr, anchor_ptr, weight_ptr, n, lr, lam, momentum,
+    def _penalised_sgd(theta_ptr, grad_ptr, buf_ptr, anchor_ptr, weight_ptr, n, lr, lam, momentum, decay,
                        FIRST: tl.constexpr, PENALTY: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                        BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -87,6 +90,7 @@ if triton is not None:
         theta = tl.load(theta_ptr + offs, mask=inside, other=0.0)
         g = tl.load(grad_ptr + offs, mask=inside, other=0.0)
         g = _penalised_gradient(theta, g, anchor_ptr, weight_ptr, offs, inside, lam, PENALTY, HAS_WEIGHT)
+        g = g + decay * theta
         if FIRST:
             buf = g
         else:
@@ -122,25 +126,26 @@ def _check(*buffers) -> None:
 
 
 def penalised_sgd_triton(theta, grad, momentum_buffer, anchor, weight, *, lr: float, lam: float,
-                         momentum: float, penalty: str, first: bool) -> None:
+                         momentum: float, penalty: str, first: bool, weight_decay: float = 0.0,
+                         block: int = BLOCK) -> None:
     """`penalised_sgd_torch` as one launch."""
     _check(theta, grad, momentum_buffer, anchor, weight)
     n = theta.numel()
     code = PENALTIES[penalty] if lam != 0 else 0
-    _penalised_sgd[(triton.cdiv(n, BLOCK),)](
+    _penalised_sgd[(triton.cdiv(n, block),)](
         theta, grad, momentum_buffer, theta if anchor is None else anchor, theta if weight is None else weight,
-        n, lr, lam, momentum, FIRST=first, PENALTY=code, HAS_WEIGHT=weight is not None, BLOCK=BLOCK)
+        n, lr, lam, momentum, weight_decay, FIRST=first, PENALTY=code, HAS_WEIGHT=weight is not None, BLOCK=block)
 
 
 def penalised_adamw_triton(theta, grad, exp_avg, exp_avg_sq, anchor, weight, *, lr: float, lam: float,
                            betas: tuple[float, float], eps: float, weight_decay: float, step: int,
-                           penalty: str) -> None:
+                           penalty: str, block: int = BLOCK) -> None:
     """`penalised_adamw_torch` as one launch."""
     _check(theta, grad, exp_avg, exp_avg_sq, anchor, weight)
     n = theta.numel()
     beta1, beta2 = betas
     code = PENALTIES[penalty] if lam != 0 else 0
-    _penalised_adamw[(triton.cdiv(n, BLOCK),)](
+    _penalised_adamw[(triton.cdiv(n, block),)](
         theta, grad, exp_avg, exp_avg_sq, theta if anchor is None else anchor, theta if weight is None else weight,
         n, lr, lam, beta1, beta2, eps, 1 - lr * weight_decay, lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5,
-        PENALTY=code, HAS_WEIGHT=weight is not None, BLOCK=BLOCK)
+        PENALTY=code, HAS_WEIGHT=weight is not None, BLOCK=block)

@@ -97,24 +97,26 @@ def _first_blocks(owners: torch.Tensor, layers: int) -> torch.Tensor:
     return (torch.cumsum(counts, 0) - counts).to(torch.int32)
 
 
-def layer_sums_triton(theta, anchor, grad, prev_r, starts: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-    """`layer_sums_torch` in one launch (float32 sums, returned as float64)."""
+def layer_sums_triton(theta, anchor, grad, prev_r, starts: torch.Tensor, owners: torch.Tensor,
+                      block: int = BLOCK) -> torch.Tensor:
+    """`layer_sums_torch` in one launch (float32 sums, returned as float64); `owners` from
+    `layer_blocks(sizes, block)`."""
     if triton is None:
         raise RuntimeError("triton is not installed")
     layers = len(starts) - 1
     sums = torch.zeros(layers, 5, dtype=torch.float32, device=theta.device)
     starts, owners = starts.to(theta.device), owners.to(theta.device)
     _layer_sums[(len(owners),)](theta, anchor, grad, prev_r, starts, owners, _first_blocks(owners, layers), sums,
-                                BLOCK=BLOCK)
+                                BLOCK=block)
     return sums.double()
 
 
 def project_triton(theta, anchor, grad, r_out, coef: torch.Tensor, starts: torch.Tensor,
-                   owners: torch.Tensor) -> None:
+                   owners: torch.Tensor, block: int = BLOCK) -> None:
     """`project_torch` in one launch."""
     if triton is None:
         raise RuntimeError("triton is not installed")
     layers = len(starts) - 1
     starts, owners = starts.to(theta.device), owners.to(theta.device)
     _project[(len(owners),)](theta, anchor, grad, r_out, coef.to(device=theta.device, dtype=torch.float32),
-                             starts, owners, _first_blocks(owners, layers), BLOCK=BLOCK)
+                             starts, owners, _first_blocks(owners, layers), BLOCK=block)

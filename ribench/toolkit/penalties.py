@@ -6,6 +6,7 @@ import torch
 
 from ribench.engine.context import FitContext
 from ribench.engine.method import Regularizer
+from ribench.engine.weight_penalty import WeightPenalty
 
 
 def anchored_parameters(ctx: FitContext, backbone_only: bool = True):
@@ -26,46 +27,44 @@ def anchored_parameters(ctx: FitContext, backbone_only: bool = True):
     return names, params, anchors
 
 
-@torch.no_grad()
-def add_to_gradients(params: list, terms: list, alpha: float) -> None:
-    """p.grad += alpha·term for each weight (a closed-form penalty gradient), one fused foreach op.
-
-    A weight that got no gradient from the loss (e.g. untouched by this batch) starts at zero.
-    """
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    torch._foreach_add_([p.grad for p in params], terms, alpha=alpha)
-
-
-class AnchoredL2(Regularizer):
-    """(λ/2)·Σ‖θ − θ0‖² over the trained weights with a pretrained counterpart (the backbone's, or every
-    weight's with `backbone_only = False`), its gradient λ(θ − θ0) added in closed form after backward.
-    Subclasses give the Config with `lam`; `value` is the same penalty for tests and logs."""
-
-    backbone_only = True
+class WeightPenaltyRegularizer(Regularizer):
+    """A regularizer whose gradient is a closed-form `WeightPenalty`, added after backward (or folded
+    into the loop's fused optimizer step). Subclasses build it once the loop has chosen what trains
+    (`build_penalty`) and give `value`, the same penalty for tests and logs."""
 
     def __init__(self, config=None):
         super().__init__(config)
-        self._terms = None            # (θ, θ0) of the trained weights, once the loop chose them
+        self._penalty: WeightPenalty | None = None
 
     def prepare(self, ctx):
-        self._terms = None
+        self._penalty = None
 
-    def _anchors(self, ctx):
-        if self._terms is None:
-            _, params, anchors = anchored_parameters(ctx, backbone_only=self.backbone_only)
-            self._terms = (params, anchors)
-        return self._terms
+    def build_penalty(self, ctx) -> WeightPenalty:
+        raise NotImplementedError
+
+    def weight_penalty(self, ctx) -> WeightPenalty | None:
+        if self.config.lam == 0:
+            return None
+        if self._penalty is None:
+            self._penalty = self.build_penalty(ctx)
+        return self._penalty
+
+    def after_backward(self, ctx):
+        penalty = self.weight_penalty(ctx)
+        if penalty is not None:
+            penalty.add_gradient()
+
+
+class AnchoredL2(WeightPenaltyRegularizer):
+    """(λ/2)·Σ‖θ − θ0‖² over the trained weights with a pretrained counterpart (the backbone's, or every
+    weight's with `backbone_only = False`); its gradient is λ(θ − θ0). Subclasses give the Config with `lam`."""
+
+    backbone_only = True
+
+    def build_penalty(self, ctx) -> WeightPenalty:
+        _, params, anchors = anchored_parameters(ctx, backbone_only=self.backbone_only)
+        return WeightPenalty("quadratic", self.config.lam, params, anchors)      # ∇ = λ(θ − θ0)
 
     def value(self, ctx) -> torch.Tensor:
-        params, anchors = self._anchors(ctx)
+        _, params, anchors = anchored_parameters(ctx, backbone_only=self.backbone_only)
         return 0.5 * self.config.lam * sum((p - a).pow(2).sum() for p, a in zip(params, anchors))
-
-    @torch.no_grad()
-    def after_backward(self, ctx):
-        if self.config.lam == 0:
-            return
-        params, anchors = self._anchors(ctx)
-        # ∇ = λ(θ − θ0)
-        add_to_gradients(params, torch._foreach_sub(params, anchors), self.config.lam)
