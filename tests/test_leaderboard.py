@@ -290,6 +290,31 @@ def test_build_writes_markdown_and_every_plot(built):
     assert order == [shown_label(e) for e in sorted(entries, key=lambda e: -e["metrics"]["mRI"]["mean"])]
 
 
+def test_each_protocol_is_its_own_view_with_its_own_tables_and_figures(built, tmp_path):
+    """A tuned row and a reference row of one method are different measurements: with both protocols
+    in a leaderboard, each gets its tables and its figures (tuned keeps the plain names, first)."""
+    root, entries = built
+    ft = next(e for e in entries if e["method"]["label"] == "ft")
+    tuned = copy.deepcopy({k: v for k, v in ft.items() if not k.startswith("_")})
+    tuned["protocol"] = {"name": "tuned", "description": "the method's recipe at its selected lr",
+                         "selection": {"tune": "lr", "grid": [1e-3, 1e-2], "value": 1e-2,
+                                       "heldout_acc": {"0.001": 0.4, "0.01": 0.5}, "datasets": ["sketch"],
+                                       "holdout": 0.25, "seed": 0, "extended": []}}
+    both = tmp_path / "leaderboards"
+    for entry in (tuned, *entries):
+        write_entry({k: v for k, v in entry.items() if not k.startswith("_")}, both)
+    assert main(["leaderboard", "build", "--root", str(both)]) == 0
+    folder = both / "rib-tiny"
+    readme = (folder / "README.md").read_text()
+    sections = [line for line in readme.splitlines() if line.startswith("## mini-clip")]
+    assert sections == ["## mini-clip · tuned protocol (measured)", "## mini-clip · reference protocol (measured)"]
+    tuned_part, reference_part = readme.split(sections[1])
+    assert "ft · tuned (lr 0.01)" in tuned_part and "ft · tuned" not in reference_part
+    for stem in ("mri", "id-gain-vs-mri", "id-vs-ood", "ri-heatmap-mini-clip"):
+        assert (folder / "plots" / f"{stem}.png").is_file() and (folder / "plots" / f"{stem}-reference.png").is_file()
+        assert f"(plots/{stem}-reference.png)" in readme
+
+
 def test_a_method_that_did_not_adapt_is_marked_and_the_pareto_front_is_drawn(built):
     root, entries = built
     ft = next(e for e in entries if e["method"]["label"] == "ft")

@@ -75,53 +75,80 @@ def _render(out: Path, folder: Path, root: Path, suite: str, entries: list[dict]
     plot_folder.mkdir()
     measured_entries = [e for e in entries if e["kind"] == "measured"]
     reported_entries = [e for e in entries if e["kind"] == "reported"]
-    measured = _group(measured_entries)
+    views = _views(measured_entries)
+    measured = _group(measured_entries, several_views=len(views) > 1)
     reported = _group(reported_entries)
     written: list[Path] = []
     figures: list[tuple[str, str]] = []
     skipped: dict[str, list[str]] = {}
     distances: dict[str, dict] = {}
     if measured_entries:
-        palette = plots.colours([e["method"]["label"] for e in measured_entries])
-        written += plots.mri_per_method(measured_entries, plot_folder, palette)
-        figures.append(("mri", "mRI per method with 95% bootstrap intervals, one panel per pretrain"))
-        heatmaps = plots.ri_heatmaps(measured_entries, plot_folder)
-        written += heatmaps
-        for pretrain, group in measured.items():
-            if any(p.name == f"ri-heatmap-{pretrain}.png" for p in heatmaps):
-                figures.append((f"ri-heatmap-{pretrain}", f"{pretrain}: accuracy change A_i^(j) − A_pre^(j) per "
-                                                          "method, trained-on dataset × evaluated dataset"))
-            nothing = [e["method"]["label"] for e in group if trains_nothing(e)]
-            if nothing:
-                skipped[pretrain] = nothing
-        written += plots.id_gain_vs_mri(measured_entries, plot_folder, palette)
-        figures.append(("id-gain-vs-mri", "ID gain against mRI with 95% intervals and the Pareto front; a method "
-                                          "whose ID gain is not above 0 did not adapt (hollow)"))
-        written += plots.id_vs_ood(measured_entries, plot_folder, palette)
-        figures.append(("id-vs-ood", "ID accuracy against mean OOD accuracy (95% intervals); the star is the "
-                                     "pretrained model"))
+        palette = plots.colours(sorted({e["method"]["label"] for e in measured_entries}))
         distance_files = sorted((folder / "distances").glob("*.json")) + sorted((folder / "distances").glob("*.csv"))
         distances = load_distances([*distance_files, *extra_distances], suite, measured_entries, log)
-        drawn = plots.forgetting_vs_distance(measured_entries, distances, plot_folder, palette)
-        written += drawn
-        if drawn:
-            figures.append(("forgetting-vs-otdd", "forgetting of the pretraining domain after fine-tuning on each "
-                                                  "downstream dataset against that dataset's OTDD² to it"))
-        elif log:
+        for view, view_entries in views:
+            written += _plot_view(view_entries, view, plot_folder, palette, distances, figures, skipped)
+        if not distances and log:
             log(f"note: no distances for {suite} (put the JSON of `ribench distance --out DIR` in {folder / 'distances'}); "
                 "forgetting-vs-OTDD plot skipped")
     if reported_entries:
         written += plots.reported_mri(reported_entries, plot_folder)
         figures.append(("reported-mri", f"mRI as reported by {reported_entries[0]['source']['title']} "
                                         "(not measured by ribench)"))
-    used = {p: d for p, d in distances.items() if p in measured} if measured_entries else {}
+    used = {p: d for p, d in distances.items() if any(e['pretrain'] == p for e in measured_entries)}
     (out / "README.md").write_text(render_markdown(suite, measured, reported, figures, skipped, root, used),
                                    encoding="utf-8")
     (out / "index.html").write_text(render_page(suite, measured, reported, figures, plot_folder), encoding="utf-8")
 
 
-def _group(entries: list[dict]) -> dict[str, list[dict]]:
+def _protocol(entry: dict) -> str:
+    return (entry.get("protocol") or {}).get("name", "reference")
+
+
+def _views(entries: list[dict]) -> list[tuple[str, list[dict]]]:
+    """[(protocol, its entries)], tuned first: each protocol is its own view, with its own tables and
+    figures (a tuned row and a reference row of one method are different measurements). The view is
+    named "" when there is only one, so a single-protocol leaderboard keeps its plain figure names."""
+    by: dict[str, list[dict]] = {}
+    for entry in entries:
+        by.setdefault(_protocol(entry), []).append(entry)
+    order = sorted(by, key=lambda name: (name != "tuned", name))
+    return [(name if len(by) > 1 else "", by[name]) for name in order]
+
+
+def _plot_view(entries, view: str, plot_folder: Path, palette, distances, figures, skipped) -> list[Path]:
+    """One protocol's figures, their (stem, caption) appended to `figures`."""
+    suffix = "" if view in ("", "tuned") else f"-{view}"
+    where = f" ({view} protocol)" if view else ""
+    written = plots.mri_per_method(entries, plot_folder, palette, view=view)
+    figures.append(("mri" + suffix, f"mRI per method with 95% bootstrap intervals, one panel per pretrain{where}"))
+    heatmaps = plots.ri_heatmaps(entries, plot_folder, view=view)
+    written += heatmaps
+    for pretrain, group in _group(entries).items():
+        if any(p.name == f"ri-heatmap-{pretrain}{suffix}.png" for p in heatmaps):
+            figures.append((f"ri-heatmap-{pretrain}{suffix}", f"{pretrain}{where}: accuracy change A_i^(j) − A_pre^(j) "
+                                                              "per method, trained-on dataset × evaluated dataset"))
+        nothing = [e["method"]["label"] for e in group if trains_nothing(e)]
+        if nothing:
+            skipped[pretrain] = sorted(set(skipped.get(pretrain, [])) | set(nothing))
+    written += plots.id_gain_vs_mri(entries, plot_folder, palette, view=view)
+    figures.append(("id-gain-vs-mri" + suffix, "ID gain against mRI with 95% intervals and the Pareto front; a "
+                                               f"method whose ID gain is not above 0 did not adapt (hollow){where}"))
+    written += plots.id_vs_ood(entries, plot_folder, palette, view=view)
+    figures.append(("id-vs-ood" + suffix, "ID accuracy against mean OOD accuracy (95% intervals); the star is the "
+                                          f"pretrained model{where}"))
+    drawn = plots.forgetting_vs_distance(entries, distances, plot_folder, palette, view=view)
+    written += drawn
+    if drawn:
+        figures.append(("forgetting-vs-otdd" + suffix, "forgetting of the pretraining domain after fine-tuning on "
+                                                       f"each downstream dataset against that dataset's OTDD² to it{where}"))
+    return written
+
+
+def _group(entries: list[dict], several_views: bool = False) -> dict[str, list[dict]]:
+    """Entries per table: per pretrain, and per protocol when the leaderboard holds several."""
     grouped: dict[str, list[dict]] = {}
-    for entry in sorted(entries, key=lambda e: (e["pretrain"], e["method"]["label"])):
-        grouped.setdefault(entry["pretrain"], []).append(entry)
+    for entry in sorted(entries, key=lambda e: (e["pretrain"], _protocol(e) != "tuned", e["method"]["label"])):
+        key = f"{entry['pretrain']} · {_protocol(entry)} protocol" if several_views else entry["pretrain"]
+        grouped.setdefault(key, []).append(entry)
     return grouped

@@ -46,6 +46,15 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _suffix(view: str) -> str:
+    """File-name suffix of a protocol's figures: none for the default view (tuned, or a single one)."""
+    return "" if view in ("", "tuned") else f"-{view}"
+
+
+def _title(entries: list[dict], view: str) -> str:
+    return entries[0]["suite"] + (f", {view} protocol" if view else "")
+
+
 def _styled(function):
     """Build the figure under the leaderboard style (fonts are read when artists are made)."""
     def wrapper(*args, **kwargs):
@@ -97,7 +106,7 @@ def _label(entry: dict) -> str:
 
 
 @_styled
-def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
+def mri_per_method(entries: list[dict], folder: Path, palette: dict, view: str = "") -> list[Path]:
     """Horizontal bars of mRI with 95% interval bars, best first, one panel per pretrain."""
     grouped = _by_pretrain(entries)
     rows = max(len(group) for group in grouped.values())
@@ -126,13 +135,13 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict) -> list[Pat
     span = max(hi - lo, 1.0)
     axes_list[0].set_xlim(min(lo, 0) - 0.25 * span, max(hi, 0) + 0.22 * span)   # room for labels both sides
     seeds = sorted({e["metrics"]["mRI"]["n_seeds"] for e in entries})
-    figure.suptitle(f"{entries[0]['suite']}: mRI per method, bars = 95% bootstrap interval over "
+    figure.suptitle(f"{_title(entries, view)}: mRI per method, bars = 95% bootstrap interval over "
                     f"{'/'.join(map(str, seeds))} seeds")
-    return _save(figure, folder, "mri")
+    return _save(figure, folder, "mri" + _suffix(view))
 
 
 @_styled
-def ri_heatmaps(entries: list[dict], folder: Path) -> list[Path]:
+def ri_heatmaps(entries: list[dict], folder: Path, view: str = "") -> list[Path]:
     """Per pretrain, one panel per method: A_i^(j) − A_pre^(j) for trained-on i (rows), evaluated j (columns)."""
     written = []
     for pretrain, group in _by_pretrain(entries).items():
@@ -173,7 +182,7 @@ def ri_heatmaps(entries: list[dict], folder: Path) -> list[Path]:
         figure.colorbar(image, ax=axes_grid, shrink=0.8, label="accuracy − pretrained (pp)")
         figure.suptitle(f"{group[0]['suite']} / {pretrain}: change in accuracy after fine-tuning "
                         f"(rows: trained on; columns: evaluated; boxed: ID)")
-        written += _save(figure, folder, f"ri-heatmap-{pretrain}")
+        written += _save(figure, folder, f"ri-heatmap-{pretrain}" + _suffix(view))
     return written
 
 
@@ -208,7 +217,7 @@ def _interval_point(axes, entry: dict, x: str, y: str, colour, label: str, **sty
 
 
 @_styled
-def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
+def id_vs_ood(entries: list[dict], folder: Path, palette: dict, view: str = "") -> list[Path]:
     """Mean ID accuracy against mean OOD accuracy (95% intervals), the pretrained model as a star."""
     figure, panels = _scatter_panels(entries)
     for axes, pretrain, group, trained in panels:
@@ -230,9 +239,9 @@ def id_vs_ood(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
         axes.set_title(pretrain)
         axes.grid(alpha=0.3)
         _legend_below(axes, -0.3)
-    figure.suptitle(f"{entries[0]['suite']}: in-distribution vs out-of-distribution accuracy, mean over "
+    figure.suptitle(f"{_title(entries, view)}: in-distribution vs out-of-distribution accuracy, mean over "
                     "downstream datasets\n(the pretrained model lies on ID = OOD by construction; bars: 95% intervals)")
-    return _save(figure, folder, "id-vs-ood")
+    return _save(figure, folder, "id-vs-ood" + _suffix(view))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -243,7 +252,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 @_styled
-def id_gain_vs_mri(entries: list[dict], folder: Path, palette: dict) -> list[Path]:
+def id_gain_vs_mri(entries: list[dict], folder: Path, palette: dict, view: str = "") -> list[Path]:
     """ID gain against mRI (95% intervals), the Pareto front of the methods that adapted drawn: adapting
     and staying robust trade off, and a method that did not adapt is no point of it however good its mRI."""
     figure, panels = _scatter_panels(entries)
@@ -264,14 +273,14 @@ def id_gain_vs_mri(entries: list[dict], folder: Path, palette: dict) -> list[Pat
         axes.set_title(pretrain)
         axes.grid(alpha=0.3)
         _legend_below(axes, -0.3)
-    figure.suptitle(f"{entries[0]['suite']}: ID gain against mRI, the line the Pareto front of the methods that "
+    figure.suptitle(f"{_title(entries, view)}: ID gain against mRI, the line the Pareto front of the methods that "
                     "adapted\n(bars: 95% intervals; hollow: did not adapt)")
-    return _save(figure, folder, "id-gain-vs-mri")
+    return _save(figure, folder, "id-gain-vs-mri" + _suffix(view))
 
 
 @_styled
 def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], folder: Path,
-                           palette: dict) -> list[Path]:
+                           palette: dict, view: str = "") -> list[Path]:
     """Forgetting of the pretraining domain per downstream dataset against its distance to that domain.
 
     ``distances``: pretrain -> {"quantity": str, "values": {dataset: distance}}; pretrains without
@@ -314,9 +323,9 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
         axes.set_title(pretrain)
         axes.grid(axis="y", alpha=0.3)
         _legend_below(axes, -0.2)
-    figure.suptitle(f"{entries[0]['suite']}: forgetting after fine-tuning on each downstream dataset\nvs its "
+    figure.suptitle(f"{_title(entries, view)}: forgetting after fine-tuning on each downstream dataset\nvs its "
                     "distance to the pretraining domain (seed means; ρ = Spearman over datasets)")
-    return _save(figure, folder, "forgetting-vs-otdd")
+    return _save(figure, folder, "forgetting-vs-otdd" + _suffix(view))
 
 
 @_styled
