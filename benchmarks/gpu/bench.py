@@ -59,9 +59,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _timed(fn, device: str, repeats: int) -> float:
-    """Median seconds of `fn` after one warm-up call."""
-    fn()
+def _timed(fn, device: str, repeats: int, warmups: int = 1) -> float:
+    """Median seconds of `fn` after `warmups` calls (a compiled step recompiles once its optimizer
+    state exists, so it needs two)."""
+    for _ in range(warmups):
+        fn()
     _sync(device)
     times = []
     for _ in range(repeats):
@@ -102,14 +104,16 @@ def ft_step(model, batch: int, size: int, device: str, repeats: int, compile_mod
     return {"batch": batch, "compile": compile_model, "step_s": seconds, "images_per_s": batch / seconds}
 
 
-def penalty_work(model, device: str, repeats: int, kernels: str) -> dict:
-    """ms of the optimizer-side work of each penalty (after backward), torch path and fused step."""
+def penalty_work(model, device: str, repeats: int, kernels: str, compile_step: bool) -> dict:
+    """ms of the optimizer-side work of each penalty (after backward): the torch path (foreach penalty,
+    then torch.optim's step, fused on CUDA), the same function under torch.compile (issue 16: keep
+    the faster of it and the kernel), and the fused Triton step."""
     params = [p for p in model.parameters()]
     anchors = [p.detach().clone() + 1e-3 for p in params]
     fisher = [torch.rand_like(p) for p in params]
     for p in params:
         p.grad = torch.randn_like(p)
-    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, fused=device.startswith("cuda"))
     n = sum(p.numel() for p in params)
     flat = {k: torch.randn(n, device=device) for k in ("theta", "grad", "buf", "anchor", "weight")}
     out = {"weights": n}
@@ -122,6 +126,8 @@ def penalty_work(model, device: str, repeats: int, kernels: str) -> dict:
             optimizer.step()
 
         row = {"torch_ms": 1e3 * _timed(torch_path, device, repeats)}
+        if compile_step:
+            row["compiled_ms"] = 1e3 * _timed(torch.compile(torch_path), device, repeats, warmups=5)
         if kernels == "triton":
             def fused_path():
                 fused.penalised_sgd_triton(flat["theta"], flat["grad"], flat["buf"], flat["anchor"],
@@ -242,11 +248,12 @@ def markdown(result: dict) -> str:
         mfu = "n/a" if row.get("mfu") is None else f"{100 * row['mfu']:.1f}%"
         lines.append(f"| batch {row['batch']}{' compiled' if row['compile'] else ''} | "
                      f"{row['images_per_s']:.0f} | {mfu} |")
-    lines += ["", "| penalty work after backward | torch ms | fused ms | fused GB/s |", "|---|---:|---:|---:|"]
+    lines += ["", "| penalty work after backward | torch ms | compiled ms | fused ms | fused GB/s |",
+              "|---|---:|---:|---:|---:|"]
     for name in ("l2sp", "ewc", "imp-reg"):
         row = result["penalties"][name]
-        lines.append(f"| {name} | {row['torch_ms']:.2f} | {row.get('fused_ms', float('nan')):.2f} | "
-                     f"{row.get('fused_gb_per_s', float('nan')):.0f} |")
+        lines.append(f"| {name} | {row['torch_ms']:.2f} | {row.get('compiled_ms', float('nan')):.2f} | "
+                     f"{row.get('fused_ms', float('nan')):.2f} | {row.get('fused_gb_per_s', float('nan')):.0f} |")
     lines += ["", "| training step (ribench's loop) | torch ms | × ft | triton ms | × ft |", "|---|---:|---:|---:|---:|"]
     for label, row in result["methods"].items():
         cells = [f"{row.get(k, float('nan')):.2f}" for k in ("torch_ms", "torch_over_ft", "triton_ms", "triton_over_ft")]
@@ -293,7 +300,7 @@ def main(argv=None) -> int:
     result = {
         "device_name": name, "model": "tiny ViT (32 px)" if args.tiny else "ViT-B/16 (224 px)", "kernels": kernels,
         "flops_per_training_image": flops, "peak_bf16_flops": peak, "ft": ft,
-        "penalties": penalty_work(model, device, args.repeats, kernels),
+        "penalties": penalty_work(model, device, args.repeats, kernels, not (args.no_compile or args.tiny)),
         "methods": method_steps(model, size, device, args.repeats, batches[0], kernels),
         "sample_statistics": sample_statistics(model, size, device, 8 if args.tiny else 64, kernels),
         "evaluation": evaluation(model, size, device, args.repeats, 16 if args.tiny else 512),
