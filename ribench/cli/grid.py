@@ -65,7 +65,8 @@ def run(args) -> int:
     weights = _weights(args.weights, args.pretrains)
     specs = [resolve(method, args.suite, pretrain, args.datasets, args.seeds, args.overrides, args.device,
                      weights.get(pretrain), args.include, data_root=args.data_root,
-                     check_device=not executor.plans_on_cpu, protocol=args.protocol, kernels=args.kernels)
+                     check_device=not executor.plans_on_cpu, protocol=args.protocol, kernels=args.kernels,
+                     compile=args.compile)
              for pretrain in dict.fromkeys(args.pretrains) for method in dict.fromkeys(args.methods)]
     store_path = args.store or default_store_path()
     with Store(store_path) as store:

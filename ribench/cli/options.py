@@ -80,6 +80,9 @@ def add_executor_options(parser) -> None:
     parser.add_argument("--kernels", default="auto", choices=KERNEL_CHOICES,
                         help="the methods' extra work (per-sample gradient statistics): auto (Triton on CUDA "
                              "when installed, else torch; the default), torch, or triton")
+    parser.add_argument("--compile", action="store_true",
+                        help="run each cell's model through torch.compile (model.compile()): faster steps on a "
+                             "GPU after a compile of a minute or so; recorded in provenance, cells stay the same")
 
 
 def make_executor_from(args, log):

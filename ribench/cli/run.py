@@ -43,7 +43,8 @@ def run(args) -> int:
     executor = make_executor_from(args, log)
     spec = resolve(args.method, args.suite, args.pretrain, args.datasets, args.seeds, args.overrides,
                    args.device, args.weights, args.include, data_root=args.data_root,
-                   check_device=not executor.plans_on_cpu, protocol=args.protocol, kernels=args.kernels)
+                   check_device=not executor.plans_on_cpu, protocol=args.protocol, kernels=args.kernels,
+                   compile=args.compile)
     pretrained = load_pretrained(spec, "cpu" if executor.plans_on_cpu else None)   # a missing file fails first
     store_path = args.store or default_store_path()
     with Store(store_path) as store:

@@ -58,7 +58,8 @@ def run(args) -> int:
                 choice = tune(method, args.suite, pretrain, store, executor, args.overrides, args.datasets,
                               args.include, progress=not args.no_progress, log=log, device=args.device,
                               weights=args.weights, data_root=args.data_root,
-                              check_device=not executor.plans_on_cpu, kernels=args.kernels)
+                              check_device=not executor.plans_on_cpu, kernels=args.kernels,
+                              compile=args.compile)
                 path = write_selection(args.suite, pretrain, choice, shipped=args.ship)
                 scores = ", ".join(f"{v}: " + ("diverged" if a is None else f"{100 * float(a):.1f}")
                                    for v, a in choice["heldout_acc"].items())

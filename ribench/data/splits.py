@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ribench.data.images import ImageFiles
+from ribench.data.images import Decoding, ImageFiles, decoding_for
 from ribench.errors import RibenchError
 
 
@@ -57,12 +57,13 @@ class _Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, order: np.ndarray | None = None):
-        """Yield (uint8 images, labels, indices) in `order` (default: as stored)."""
+    def batches(self, batch_size: int, order: np.ndarray | None = None, decoding: Decoding | None = None):
+        """Yield (uint8 images, labels, indices) in `order` (default: as stored); files decode as `decoding` says."""
         order = np.arange(len(self)) if order is None else order
-        if isinstance(self.images, ImageFiles):   # decode the next batch while this one is used
-            for idx, images in self.images.prefetched(order, batch_size):
-                yield images, self.labels[idx], idx
+        if isinstance(self.images, ImageFiles):   # decode the next batches while this one is used
+            with contextlib.closing(self.images.prefetched(order, batch_size, decoding)) as prefetched:
+                for idx, images in prefetched:
+                    yield images, self.labels[idx], idx
             return
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -70,8 +71,8 @@ class _Split:
 
     def model_inputs(self, batch_size: int, preprocess, device="cpu", order: np.ndarray | None = None):
         """Yield (preprocessed images on `device`, labels, indices): the batch idiom of every loop."""
-        for images, labels, idx in self.batches(batch_size, order):
-            yield preprocess(torch.from_numpy(np.asarray(images)).to(device)), labels, idx
+        for images, labels, idx in self.batches(batch_size, order, decoding_for(device)):
+            yield preprocess(to_device(images, device)), labels, idx
 
     def content_digest(self) -> str:
         """Identifies the images and labels, for caches: pixels in memory, file identities on disk."""
@@ -81,6 +82,15 @@ class _Split:
             h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
         h.update(np.ascontiguousarray(self.labels).tobytes())
         return h.hexdigest()
+
+
+def to_device(images, device) -> torch.Tensor:
+    """uint8 images as a tensor on `device`. To CUDA through pinned host memory without waiting, so the
+    copy overlaps the work queued before it (later work on the stream still sees the whole batch)."""
+    tensor = torch.from_numpy(np.asarray(images))
+    if str(device).startswith("cuda"):
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 class TrainSplit(_Split):

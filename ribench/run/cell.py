@@ -17,7 +17,7 @@ import torch
 from ribench import __version__
 from ribench.data.features import cached_features
 from ribench.data.splits import holdout, test_splits_sealed
-from ribench.engine.evaluate import accuracy, evaluate_all
+from ribench.engine.evaluate import accuracy, device_eval_batch_size, evaluate_all
 from ribench.engine.trainer import Diverged, check_finite_weights
 from ribench.run.spec import Cell, RunSpec, fit_context
 from ribench.store import CellRecord
@@ -60,13 +60,31 @@ def code_sha256() -> str:
     return digest.hexdigest()
 
 
-def provenance(spec: RunSpec, pretrained) -> dict:
-    return {
+def provenance(spec: RunSpec, pretrained, eval_batch_size: int | None = None) -> dict:
+    """How a cell was computed, beside what it is (its identity): code, device, kernels, compile, batch sizes."""
+    record = {
         "ribench": __version__, "git_commit": git_commit(), "code_sha256": code_sha256(), "torch": torch.__version__,
         "python": platform.python_version(), "device": spec.device, "kernels": spec.kernels,
-        "threads": torch.get_num_threads(),
+        "compile": spec.compile, "threads": torch.get_num_threads(),
         "manifests_sha256": spec.suite.manifest_hash(), "weights_sha256": pretrained.weights_sha256,
     }
+    if eval_batch_size is not None:
+        record["eval_batch_size"] = eval_batch_size
+    return record
+
+
+def eval_batch_size_of(spec: RunSpec, model, preprocess, split) -> int:
+    """The batch `model` is evaluated at on the run's device, images shaped as `split`'s: the protocol's
+    eval_batch_size on CPU, what free memory holds on CUDA."""
+    return device_eval_batch_size(model, preprocess, split.images.shape[1:], spec.device,
+                                  spec.protocol.eval_batch_size)
+
+
+def compile_model(ctx) -> None:
+    """--compile: the model's forward through torch.compile, in place, so parameter names (which methods
+    look weights up by) and the module the method holds stay the same."""
+    if ctx.compile:
+        ctx.model.compile()
 
 
 def pretrained_identity(spec: RunSpec, pretrained) -> dict:
@@ -77,8 +95,9 @@ def pretrained_identity(spec: RunSpec, pretrained) -> dict:
 
 def evaluate_pretrained(spec: RunSpec, pretrained) -> dict:
     """A_pre on every test split."""
-    accuracies, _ = evaluate_all(pretrained.model, pretrained.preprocess, spec.suite,
-                                 spec.protocol.eval_batch_size, spec.device)
+    size = eval_batch_size_of(spec, pretrained.model, pretrained.preprocess,
+                              spec.suite.test_split(spec.suite.evaluated[0]))
+    accuracies, _ = evaluate_all(pretrained.model, pretrained.preprocess, spec.suite, size, spec.device)
     return accuracies
 
 
@@ -111,6 +130,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     start = time.perf_counter()
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, ingredients=ingredients)
+    compile_model(ctx)
     method = spec.method_cls(spec.method_config)
     try:
         timings = _fit(spec, method, ctx)
@@ -119,16 +139,17 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     learned = method.learned(ctx)
     model = ctx.model      # a method may wrap the model (e.g. a visual prompt)
     t_eval = time.perf_counter()
+    size = None
     if spec.method_cls.uses_pretrained_eval:
         accuracies, details = dict(pretrained_acc), {}
     else:
+        size = eval_batch_size_of(spec, model, pretrained.preprocess, spec.suite.test_split(spec.suite.evaluated[0]))
         test_features = None
         if spec.method_cls.frozen_backbone:
             def test_features(name):
-                return cached_features(pretrained, spec.suite.test_split(name), "test",
-                                       spec.protocol.eval_batch_size, spec.device)
-        accuracies, details = evaluate_all(model, pretrained.preprocess, spec.suite,
-                                           spec.protocol.eval_batch_size, spec.device, test_features)
+                return cached_features(pretrained, spec.suite.test_split(name), "test", size, spec.device)
+        accuracies, details = evaluate_all(model, pretrained.preprocess, spec.suite, size, spec.device,
+                                           test_features)
     if learned:
         details = {**details, "method": learned}
     timings["eval_s"] = time.perf_counter() - t_eval
@@ -137,7 +158,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
         key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
         label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
         accuracies=accuracies, status="done", details=details, timings=timings,
-        provenance=provenance(spec, pretrained),
+        provenance=provenance(spec, pretrained, size),
     )
 
 
@@ -148,13 +169,14 @@ def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
     fit, held_out = holdout(spec.suite.train_split(cell.dataset), spec.holdout, cell.seed)
     torch.manual_seed(cell.seed)
     ctx = fit_context(spec, pretrained, cell.dataset, cell.seed, train=fit, ingredients=ingredients)
+    compile_model(ctx)
     method = spec.method_cls(spec.method_config)
     try:
         timings = _fit(spec, method, ctx)
     except Diverged as error:
         return ctx.model, failed_record(spec, pretrained, cell, error, start)
     t_eval = time.perf_counter()
-    size = spec.protocol.eval_batch_size
+    size = eval_batch_size_of(spec, ctx.model, pretrained.preprocess, held_out)
     accuracies = {"heldout": accuracy(ctx.model, pretrained.preprocess, held_out, size, spec.device),
                   "pretrained_heldout": accuracy(pretrained.model, pretrained.preprocess, held_out, size,
                                                  spec.device)}
@@ -164,7 +186,7 @@ def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
         key=cell.key, suite=spec.suite.name, pretrain=spec.preset.name, method=spec.method_cls.name,
         label=spec.label, dataset=cell.dataset, seed=cell.seed, identity=cell.identity,
         accuracies=accuracies, status="selection", details={"fit": len(fit), "heldout": len(held_out)},
-        timings=timings, provenance=provenance(spec, pretrained),
+        timings=timings, provenance=provenance(spec, pretrained, size),
     )
 
 

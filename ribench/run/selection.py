@@ -35,12 +35,13 @@ EDGE_STEPS = 2          # values tried beyond an edge of the grid, one grid step
 
 def candidates(method: str, suite: str, pretrain: str, overrides=(), datasets=None, includes=(),
                device: str = "cpu", weights: str | None = None, data_root: str | None = None,
-               check_device: bool = True, kernels: str = "auto") -> tuple[RunSpec, list[tuple[float, RunSpec]]]:
+               check_device: bool = True, kernels: str = "auto",
+               compile: bool = False) -> tuple[RunSpec, list[tuple[float, RunSpec]]]:
     """(the method under its recipe, [(grid value, its selection run)]) on the suite's selection datasets.
 
     `overrides` (--set) apply to every candidate, e.g. a shorter schedule; the tuned runs must then use
     the same ones."""
-    where = _where(includes, device, weights, data_root, check_device, kernels)
+    where = _where(includes, device, weights, data_root, check_device, kernels, compile)
     base = resolve(method, suite, pretrain, overrides=overrides, protocol="recipe", **where)
     recipe = base.method_cls.recipe
     if recipe is None or base.method_cls.tunes_nothing_with(base.method_config):
@@ -133,10 +134,10 @@ def _best(grid: list[float], scores: dict, near: int) -> float:
 
 
 def _where(includes=(), device: str = "cpu", weights: str | None = None, data_root: str | None = None,
-           check_device: bool = True, kernels: str = "auto") -> dict:
+           check_device: bool = True, kernels: str = "auto", compile: bool = False) -> dict:
     """Where every selection run resolves: the same for the grid and for the values past its edge."""
     return {"device": device, "weights": weights, "includes": includes, "data_root": data_root,
-            "check_device": check_device, "kernels": kernels}
+            "check_device": check_device, "kernels": kernels, "compile": compile}
 
 
 def write_selection(suite: str, pretrain: str, choice: dict, shipped: bool = False) -> Path:

@@ -51,6 +51,7 @@ class RunRequest:
     protocol: str = "reference"
     holdout: float | None = None
     kernels: str = "auto"
+    compile: bool = False
 
 
 PROTOCOLS = ("reference", "tuned", "recipe")
@@ -77,18 +78,20 @@ class RunSpec:
     selection: dict = field(default_factory=dict)    # tuned: the chosen value of this run and its ingredients
     holdout: float | None = None         # a selection run: fit on the rest, score on this held-out fraction
     kernels: str = "torch"               # the implementation of the methods' extra work (ribench.kernels)
+    compile: bool = False                # --compile: the cell's model runs through torch.compile (provenance only)
 
 
 def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
             overrides=(), device: str = "cpu", weights: str | None = None, includes=(),
             data_root: str | None = None, check_device: bool = True, protocol: str | None = None,
-            holdout: float | None = None, kernels: str = "auto") -> RunSpec:
+            holdout: float | None = None, kernels: str = "auto", compile: bool = False) -> RunSpec:
     """Turn command-line names into a validated RunSpec, or raise a one-line RibenchError.
 
     `protocol`: "reference" (the suite's, ImageNet-RIB's one lr for all), "tuned" (the method's recipe
     at its chosen value, see ribench.run.selection) or "recipe" (the recipe at its paper value: what
     selection starts from); None: the suite's default (tuned). `check_device=False` lets a driver without the device plan cells that
-    workers run; `holdout` makes a selection run.
+    workers run; `holdout` makes a selection run. `compile` (--compile) changes how a cell's model runs, not what
+    it computes, so it is recorded in provenance, not in identity.
     """
     if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{protocol}' (choose reference or tuned)")
@@ -133,10 +136,10 @@ def resolve(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", d
         raise ConfigError(f"--device {device} asked for, but no CUDA device is available here")
     used_kernels = resolve_kernels(kernels, device, check_device)
     request = RunRequest(method, suite, pretrain, tuple(overrides), device, weights, tuple(str(p) for p in includes),
-                         None if data_root is None else str(data_root), protocol, holdout, kernels)
+                         None if data_root is None else str(data_root), protocol, holdout, kernels, bool(compile))
     spec = RunSpec(suite_obj, preset, method_cls, config, protocol_obj, datasets, list(seeds), device, weights,
                    request=request, protocol_name=protocol, base_protocol=base_protocol, label_defaults=label_defaults,
-                   selection=selection, holdout=holdout, kernels=used_kernels)
+                   selection=selection, holdout=holdout, kernels=used_kernels, compile=bool(compile))
     spec.label = run_label(spec)
     for name in ingredient_specs(spec):      # validate what a derived method needs, before any work
         sub = ingredient_spec(spec, name)
@@ -170,7 +173,7 @@ def resolve_request(request: RunRequest, check_device: bool = True) -> RunSpec:
     r = request
     return resolve(r.method, r.suite, r.pretrain, overrides=r.overrides, device=r.device, weights=r.weights,
                    includes=r.includes, data_root=r.data_root, check_device=check_device, protocol=r.protocol,
-                   holdout=r.holdout, kernels=r.kernels)
+                   holdout=r.holdout, kernels=r.kernels, compile=r.compile)
 
 
 def _protocol_of(method_cls, config, suite, pretrain: str, protocol: str) -> tuple:
@@ -212,7 +215,7 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
     if spec.protocol_name == "tuned":
         r = spec.request
         sub = resolve(method, r.suite, r.pretrain, spec.datasets, spec.seeds, (), r.device, r.weights, r.includes,
-                      r.data_root, check_device=False, protocol="tuned", kernels=r.kernels)
+                      r.data_root, check_device=False, protocol="tuned", kernels=r.kernels, compile=r.compile)
         sub.device = spec.device
         if sub.label == spec.label:
             raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
@@ -272,5 +275,5 @@ def fit_context(spec: RunSpec, pretrained, dataset: str, seed: int, train=None, 
         train_features=TrainFeatures(pretrained, train_split, spec.protocol.eval_batch_size, spec.device),
         has_text_tower=pretrained.has_text_tower,
         class_names=tuple(spec.suite.class_names), templates=tuple(spec.suite.templates),
-        ingredients=dict(ingredients or {}), kernels=spec.kernels,
+        ingredients=dict(ingredients or {}), kernels=spec.kernels, compile=spec.compile,
     )
