@@ -21,21 +21,21 @@ from ribench.data.images import Decoding, ImageFiles, ImageGeometry
 FILES, REPEATS, BATCH, AHEAD = 64, 4, 32, 2
 
 
+def _gpu_benchmark():
+    """benchmarks/gpu/bench.py, whose photo-like JPEG generator the GPU run's decoding row uses too."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "gpu" / "bench.py"
+    spec = importlib.util.spec_from_file_location("gpu_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Photo-like JPEGs: smooth gradients with texture and noise, so they compress like photographs."""
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("jpegs")
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:375, 0:500]
-    paths = []
-    for k in range(FILES):
-        base = np.stack([np.sin(x / (20 + k) + c) * np.cos(y / (30 + c * k % 17)) for c in range(3)], -1)
-        pixels = np.clip(127 + 100 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        path = folder / f"image{k:02d}.JPEG"
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(str(path))
+    paths = _gpu_benchmark().photo_like_jpegs(tmp_path_factory.mktemp("jpegs"), FILES)
     return ImageFiles(paths, ImageGeometry(224, 0.875, "bicubic"))
 
 

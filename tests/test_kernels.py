@@ -157,6 +157,7 @@ def test_the_gpu_benchmark_runs_its_code_on_a_tiny_vit_on_cpu(tmp_path, capsys):
     assert result["kernels"] == "triton"                         # interpreted: the kernel rows are measured
     assert all("fused_ms" in result["penalties"][m] for m in ("l2sp", "ewc", "imp-reg"))
     assert {"torch_s", "triton_s", "torch_in_ft_images"} <= set(result["sample_statistics"])
+    assert result["decoding"]["images"] == 32 and result["decoding"]["over_ft_training"] > 0
     steps = result["methods"]
     assert steps["ft (sgd)"]["torch_over_ft"] == 1.0 and all(
         row["triton_ms"] > 0 for label, row in steps.items() if not label.startswith("ft "))

@@ -11,6 +11,8 @@ synthetic 224-px batches. It measures
 - the per-sample gradient statistics (EWC's Fisher / importance) by vmap and by the kernel, in
   ft-step equivalents per image;
 - evaluation images/s (bf16, no grad);
+- decoding of the real suites' files (224 px from ImageNet-sized JPEGs) in worker processes on every
+  core of the host, in images/s against ft's training images/s;
 - the sample-statistics kernel against its torch reference at a ViT-B/16 MLP shape.
 It writes results.json and results.md to --out. Without CUDA it says so and exits 0; `--tiny` runs
 the same code on a small ViT on CPU (kernels under TRITON_INTERPRET=1), which the tests use.
@@ -23,6 +25,7 @@ import copy
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from ribench.data.images import Decoding, ImageFiles, ImageGeometry
 from ribench.data.splits import TrainSplit
 from ribench.engine.compose import resolve_method
 from ribench.engine.context import FitContext
@@ -226,6 +230,36 @@ def evaluation(model, size: int, device: str, repeats: int, batch: int) -> dict:
     return {"batch": batch, "images_per_s": batch / seconds}
 
 
+def photo_like_jpegs(folder: Path, count: int) -> list[str]:
+    """ImageNet-sized (500x375, quality 90) JPEGs of smooth gradients with texture and noise, so they
+    compress and decode like photographs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:375, 0:500]
+    paths = []
+    for k in range(count):
+        base = np.stack([np.sin(x / (20 + k) + c) * np.cos(y / (30 + c * k % 17)) for c in range(3)], -1)
+        pixels = np.clip(127 + 100 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        path = folder / f"image{k:02d}.JPEG"
+        Image.fromarray(pixels).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def decoding(tiny: bool, batch: int) -> dict:
+    """Images/s of decoding files to 224-px batches as a split is read on CUDA (worker processes, one per
+    core, 4 batches ahead), each file decoded 4 times; the pool's start is included, as each epoch pays it."""
+    workers = 1 if tiny else max(1, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as folder:
+        files = ImageFiles(photo_like_jpegs(Path(folder), 8 if tiny else 64), ImageGeometry(224, 0.875, "bicubic"))
+        order = np.tile(np.arange(len(files)), 4)
+        start = time.perf_counter()
+        count = sum(len(idx) for idx, _ in files.prefetched(order, batch, Decoding("processes", workers, 4)))
+        seconds = time.perf_counter() - start
+    return {"workers": workers, "images": count, "images_per_s": count / seconds}
+
+
 def kernel_against_reference(device: str, tiny: bool, repeats: int, kernels: str) -> dict:
     samples, tokens, n_in, n_out = (4, 17, 64, 96) if tiny else (32, 197, 768, 3072)
     x = torch.randn(samples, tokens, n_in, device=device)
@@ -262,6 +296,9 @@ def markdown(result: dict) -> str:
     lines += ["", f"Per-sample statistics of {stats['samples']} images: "
               + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stats.items() if k.endswith("_s")),
               f"Evaluation: {result['evaluation']['images_per_s']:.0f} images/s",
+              f"Decoding (224 px from 500x375 JPEGs, {result['decoding']['workers']} worker processes): "
+              f"{result['decoding']['images_per_s']:.0f} images/s, {result['decoding']['over_ft_training']:.2f}× "
+              "ft's training images/s",
               f"Sample-statistics kernel at {result['kernel']['shape']}: torch {result['kernel']['torch_ms']:.2f} ms"
               + (f", triton {result['kernel']['triton_ms']:.2f} ms ({result['kernel']['triton_gb_per_s']:.0f} GB/s)"
                  if "triton_ms" in result["kernel"] else "")]
@@ -305,8 +342,10 @@ def main(argv=None) -> int:
         "sample_statistics": sample_statistics(model, size, device, 8 if args.tiny else 64, kernels),
         "evaluation": evaluation(model, size, device, args.repeats, 16 if args.tiny else 512),
         "kernel": kernel_against_reference(device, args.tiny, args.repeats, kernels),
+        "decoding": decoding(args.tiny, batches[-1]),
     }
     ft_image_s = min(r["step_s"] / r["batch"] for r in ft)
+    result["decoding"]["over_ft_training"] = result["decoding"]["images_per_s"] * ft_image_s
     for key in [k for k in result["sample_statistics"] if k.endswith("_s")]:
         per_image = result["sample_statistics"][key] / result["sample_statistics"]["samples"]
         result["sample_statistics"][key.replace("_s", "_in_ft_images")] = per_image / ft_image_s
