@@ -500,3 +500,21 @@ def test_a_tuned_entry_takes_its_selection_from_the_choice_its_cells_were_traine
         entries._protocol_record(suite, "mini-clip", "wiseft", "tuned", stale)
     with pytest.raises(RibenchError, match="not trained at the choice"):      # lora's own choice is missing
         entries._protocol_record(suite, "mini-clip", "lora", "tuned", cells)
+
+
+def test_a_superseded_row_is_marked_with_its_reason(built, tmp_path):
+    """A kept row the code no longer measures (e.g. before a method fix) says so beside its label and
+    under its table; the reason must be text."""
+    from ribench.leaderboard.schema import validate_entry
+
+    root, entries = built
+    ft = {k: v for k, v in next(e for e in entries if e["method"]["label"] == "ft").items() if not k.startswith("_")}
+    old = {**ft, "superseded": "measured before the head fix"}
+    assert validate_entry(old) == [] and shown_label(old) == shown_label(ft) + " (superseded)"
+    assert any("superseded" in p for p in validate_entry({**ft, "superseded": 3}))
+    folder = tmp_path / "leaderboards"
+    write_entry(old, folder)
+    assert main(["leaderboard", "build", "--root", str(folder)]) == 0
+    readme = (folder / "rib-tiny" / "README.md").read_text()
+    assert f"| {shown_label(old)} |" in readme and "Rows marked (superseded): measured before the head fix" in readme
+    assert "measured before the head fix" in (folder / "rib-tiny" / "index.html").read_text()

@@ -63,6 +63,9 @@ def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap,
         out += ["", "RI per downstream dataset (mean over seeds):", ""]
         out.append(markdown_table(["method", *(text(c[0]) for c in rows[0]["ri"]), "mRI"],
                           [[text(r["method"]), *(c[1] for c in r["ri"]), r["cells"][0][1].split(" ")[0]] for r in rows]))
+        reasons = sorted({e["superseded"] for e in group if e.get("superseded")})
+        if reasons:
+            out += [""] + [f"Rows marked (superseded): {text(reason)}" for reason in reasons]
         pre = group[0]["pretrained"]
         out += ["", f"Pretrained model: ID {pre['ID']:.1f}, mean OOD {pre['OOD']:.1f}, "
                     f"{text(group[0]['grid']['pretrain_eval'])} {pre['accuracy'][group[0]['grid']['pretrain_eval']]:.1f}.",

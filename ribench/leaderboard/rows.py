@@ -43,10 +43,12 @@ def did_not_adapt(entry: dict) -> bool:
 
 def shown_label(entry: dict) -> str:
     """The method's label as tables and plots show it: tuned entries say so (a reference row and a tuned
-    row of one method sit side by side), and a method that did not adapt is marked."""
+    row of one method sit side by side), a method that did not adapt is marked, and so is a row the code
+    no longer measures (`superseded`: kept for comparison until it is rerun)."""
     protocol = entry.get("protocol") or {}
     tuned = f" · tuned ({chosen_text(protocol)})" if protocol.get("name") == "tuned" else ""
-    return entry["method"]["label"] + tuned + (" (did not adapt)" if did_not_adapt(entry) else "")
+    return (entry["method"]["label"] + tuned + (" (did not adapt)" if did_not_adapt(entry) else "")
+            + (" (superseded)" if entry.get("superseded") else ""))
 
 
 def chosen_text(protocol: dict) -> str:
