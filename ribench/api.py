@@ -14,11 +14,12 @@ from ribench.store import CellRecord, Store, default_store_path
 
 def run(method: str, suite: str = "rib-mini", pretrain: str = "mini-clip", datasets=None, seeds=(0,),
         overrides=(), store=None, device: str = "cpu", weights=None, includes=(), progress=False, log=print,
-        data_root=None, protocol: str | None = None, retry_failed: bool = False):
+        data_root=None, protocol: str | None = None, retry_failed: bool = False, kernels: str = "auto",
+        compile: bool = False):
     """Run (or resume) the cells of one method; returns the run's counts. Cells stored as failed (diverged)
-    are skipped unless `retry_failed`."""
+    are skipped unless `retry_failed`. `kernels` and `compile` are the CLI's --kernels and --compile."""
     spec = resolve(method, suite, pretrain, datasets, seeds, overrides, device, weights, includes, data_root,
-                   protocol=protocol)
+                   protocol=protocol, kernels=kernels, compile=compile)
     pretrained = load_pretrained(spec)
     with Store(store or default_store_path()) as db:
         return execute(spec, db, pretrained, progress=progress, log=log, retry_failed=retry_failed)

@@ -287,3 +287,16 @@ def test_flat_weights_are_views_that_train_in_place_and_are_given_back():
         flat.span([layer.bias, layer.weight])
     flat.release()
     assert layer.weight.untyped_storage().nbytes() == 15 * 4 and layer.weight.grad is None
+
+
+def test_the_python_api_takes_kernels_and_compile_as_the_cli_does(tmp_path):
+    """ribench.api.run(kernels=..., compile=...) reaches the cell: its provenance records both."""
+    import ribench.api as rb
+    from ribench.store import Store
+
+    store = tmp_path / "results.sqlite"
+    rb.run("l2sp", suite="rib-tiny", datasets=["sketch"], overrides=["epochs=1"], store=store, kernels="triton",
+           log=lambda *a: None)
+    with Store(store, readonly=True) as db:
+        (cell,) = db.cells(method="l2sp")
+    assert cell.provenance["kernels"] == "triton" and cell.provenance["compile"] is False
