@@ -101,13 +101,18 @@ def _vmap_statistics(per_sample, trainable, split, preprocess, device, targets, 
         y = targets[idx].to(device)
         grads = per_sample(trainable, x, y)
         for name, g in grads.items():
-            g = g.double()
-            if "sq" in totals:
-                totals["sq"][name] += g.pow(2).sum(0)
-            if "abs" in totals:
-                totals["abs"][name] += g.abs().sum(0)
-            if "sum" in totals:
-                totals["sum"][name] += g.sum(0)
+            _add_sample_statistics(totals, name, g)
+
+
+def _add_sample_statistics(totals: dict, name: str, per_sample_grads: torch.Tensor) -> None:
+    """Σ_n g_n², Σ_n |g_n|, Σ_n g_n (those `totals` asks for) of one weight's per-sample gradients, in float64."""
+    g = per_sample_grads.double()
+    if "sq" in totals:
+        totals["sq"][name] += g.pow(2).sum(0)
+    if "abs" in totals:
+        totals["abs"][name] += g.abs().sum(0)
+    if "sum" in totals:
+        totals["sum"][name] += g.sum(0)
 
 
 def _patchify(module: torch.nn.Module) -> bool:
@@ -186,12 +191,8 @@ def _linear_statistics(model, layers, split, preprocess, device, targets, mask, 
                 linear_sample_stats_triton(x, g, sums)
                 for s, t in sums.items():
                     totals[s][weight] += t.double().view_as(totals[s][weight])
-                if bias is not None:
-                    per_bias = g.double().sum(1)
-                    if "sq" in totals:
-                        totals["sq"][bias] += per_bias.pow(2).sum(0)
-                    if "abs" in totals:
-                        totals["abs"][bias] += per_bias.abs().sum(0)
+                if bias is not None:                       # a bias's per-sample gradient is Σ_t g_n,t
+                    _add_sample_statistics(totals, bias, g.double().sum(1))
     finally:
         for handle in handles:
             handle.remove()
