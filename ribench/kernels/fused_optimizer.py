@@ -64,16 +64,15 @@ class FusedPenalisedOptimizer(torch.optim.Optimizer):
             part = slice(lo, hi)
             anchor = None if self.anchor is None else self.anchor[part]
             weight = None if self.weight is None else self.weight[part]
-            common = dict(lr=group["lr"], lam=self.lam, penalty=self.penalty_kind)
+            common = dict(lr=group["lr"], lam=self.lam, penalty=self.penalty_kind,
+                          **({"block": self.block} if self.use_triton else {}))
             if self.kind == "sgd":
                 fn = penalised_sgd_triton if self.use_triton else penalised_sgd_torch
-                extra = {"block": self.block} if self.use_triton else {}
                 fn(flat.data[part], flat.grad[part], self.buffers[0][part], anchor, weight, **common,
-                   momentum=self.momentum, first=self.steps == 1, weight_decay=self.weight_decay, **extra)
+                   momentum=self.momentum, first=self.steps == 1, weight_decay=self.weight_decay)
             else:
                 fn = penalised_adamw_triton if self.use_triton else penalised_adamw_torch
-                extra = {"block": self.block} if self.use_triton else {}
                 fn(flat.data[part], flat.grad[part], self.buffers[0][part], self.buffers[1][part], anchor,
                    weight, **common, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=self.weight_decay,
-                   step=self.steps, **extra)
+                   step=self.steps)
         return None

@@ -95,7 +95,8 @@ def _render(out: Path, folder: Path, root: Path, suite: str, entries: list[dict]
         written += plots.reported_mri(reported_entries, plot_folder)
         figures.append(("reported-mri", f"mRI as reported by {reported_entries[0]['source']['title']} "
                                         "(not measured by ribench)"))
-    used = {p: d for p, d in distances.items() if any(e['pretrain'] == p for e in measured_entries)}
+    pretrains = {e["pretrain"] for e in measured_entries}
+    used = {p: d for p, d in distances.items() if p in pretrains}
     (out / "README.md").write_text(render_markdown(suite, measured, reported, figures, skipped, root, used),
                                    encoding="utf-8")
     (out / "index.html").write_text(render_page(suite, measured, reported, figures, plot_folder), encoding="utf-8")
@@ -118,7 +119,7 @@ def _views(entries: list[dict]) -> list[tuple[str, list[dict]]]:
 
 def _plot_view(entries, view: str, plot_folder: Path, palette, distances, figures, skipped) -> list[Path]:
     """One protocol's figures, their (stem, caption) appended to `figures`."""
-    suffix = "" if view in ("", "tuned") else f"-{view}"
+    suffix = plots.stem_suffix(view)
     where = f" ({view} protocol)" if view else ""
     written = plots.mri_per_method(entries, plot_folder, palette, view=view)
     figures.append(("mri" + suffix, f"mRI per method with 95% bootstrap intervals, one panel per pretrain{where}"))

@@ -15,7 +15,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ribench.leaderboard.rows import measured_rows, reported_by_method, reported_sources
+from ribench.leaderboard.rows import measured_rows, reported_by_method, reported_sources, superseded_reasons
 
 __all__ = ["render_page"]
 
@@ -115,7 +115,7 @@ def render_page(suite: str, measured: dict[str, list[dict]], reported: dict[str,
              '<p id="status" class="note">Sorted best mRI first (enable JavaScript to sort by other columns).</p>']
     for pretrain, group in measured.items():
         pre = group[0]["pretrained"]
-        reasons = sorted({e["superseded"] for e in group if e.get("superseded")})
+        reasons = superseded_reasons(group)
         parts += [f"<h2>{_e(pretrain)} <small>(measured)</small></h2>", _measured_table(pretrain, group),
                   *(f'<p class="note">Rows marked (superseded): {_e(reason)}</p>' for reason in reasons),
                   f'<p class="note">Pretrained model: ID {pre["ID"]:.1f}, mean OOD {pre["OOD"]:.1f}.</p>',

@@ -7,7 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from ribench.leaderboard.rows import interval_text, measured_rows, reported_by_method, reported_sources
+from ribench.leaderboard.rows import (interval_text, measured_rows, reported_by_method, reported_sources,
+                                      superseded_reasons)
 from ribench.leaderboard.schema import OVERALL
 from ribench.tables import markdown_table
 
@@ -63,7 +64,7 @@ def _markdown_body(out: list[str], measured, reported, figures, skipped_heatmap,
         out += ["", "RI per downstream dataset (mean over seeds):", ""]
         out.append(markdown_table(["method", *(text(c[0]) for c in rows[0]["ri"]), "mRI"],
                           [[text(r["method"]), *(c[1] for c in r["ri"]), r["cells"][0][1].split(" ")[0]] for r in rows]))
-        reasons = sorted({e["superseded"] for e in group if e.get("superseded")})
+        reasons = superseded_reasons(group)
         if reasons:
             out += [""] + [f"Rows marked (superseded): {text(reason)}" for reason in reasons]
         pre = group[0]["pretrained"]

@@ -46,7 +46,7 @@ def _save(figure, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _suffix(view: str) -> str:
+def stem_suffix(view: str) -> str:
     """File-name suffix of a protocol's figures: none for the default view (tuned, or a single one)."""
     return "" if view in ("", "tuned") else f"-{view}"
 
@@ -137,7 +137,7 @@ def mri_per_method(entries: list[dict], folder: Path, palette: dict, view: str =
     seeds = sorted({e["metrics"]["mRI"]["n_seeds"] for e in entries})
     figure.suptitle(f"{_title(entries, view)}: mRI per method, bars = 95% bootstrap interval over "
                     f"{'/'.join(map(str, seeds))} seeds")
-    return _save(figure, folder, "mri" + _suffix(view))
+    return _save(figure, folder, "mri" + stem_suffix(view))
 
 
 @_styled
@@ -182,7 +182,7 @@ def ri_heatmaps(entries: list[dict], folder: Path, view: str = "") -> list[Path]
         figure.colorbar(image, ax=axes_grid, shrink=0.8, label="accuracy − pretrained (pp)")
         figure.suptitle(f"{group[0]['suite']} / {pretrain}: change in accuracy after fine-tuning "
                         f"(rows: trained on; columns: evaluated; boxed: ID)")
-        written += _save(figure, folder, f"ri-heatmap-{pretrain}" + _suffix(view))
+        written += _save(figure, folder, f"ri-heatmap-{pretrain}" + stem_suffix(view))
     return written
 
 
@@ -241,7 +241,7 @@ def id_vs_ood(entries: list[dict], folder: Path, palette: dict, view: str = "") 
         _legend_below(axes, -0.3)
     figure.suptitle(f"{_title(entries, view)}: in-distribution vs out-of-distribution accuracy, mean over "
                     "downstream datasets\n(the pretrained model lies on ID = OOD by construction; bars: 95% intervals)")
-    return _save(figure, folder, "id-vs-ood" + _suffix(view))
+    return _save(figure, folder, "id-vs-ood" + stem_suffix(view))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -275,7 +275,7 @@ def id_gain_vs_mri(entries: list[dict], folder: Path, palette: dict, view: str =
         _legend_below(axes, -0.3)
     figure.suptitle(f"{_title(entries, view)}: ID gain against mRI, the line the Pareto front of the methods that "
                     "adapted\n(bars: 95% intervals; hollow: did not adapt)")
-    return _save(figure, folder, "id-gain-vs-mri" + _suffix(view))
+    return _save(figure, folder, "id-gain-vs-mri" + stem_suffix(view))
 
 
 @_styled
@@ -325,7 +325,7 @@ def forgetting_vs_distance(entries: list[dict], distances: dict[str, dict], fold
         _legend_below(axes, -0.2)
     figure.suptitle(f"{_title(entries, view)}: forgetting after fine-tuning on each downstream dataset\nvs its "
                     "distance to the pretraining domain (seed means; ρ = Spearman over datasets)")
-    return _save(figure, folder, "forgetting-vs-otdd" + _suffix(view))
+    return _save(figure, folder, "forgetting-vs-otdd" + stem_suffix(view))
 
 
 @_styled

@@ -51,6 +51,11 @@ def shown_label(entry: dict) -> str:
             + (" (superseded)" if entry.get("superseded") else ""))
 
 
+def superseded_reasons(entries: list[dict]) -> list[str]:
+    """The distinct reasons a table's superseded rows give, shown once under the table."""
+    return sorted({e["superseded"] for e in entries if e.get("superseded")})
+
+
 def chosen_text(protocol: dict) -> str:
     """The chosen values a tuned entry trained at: 'lr 0.005', 'λ 0.01', or its ingredients' ('ft: lr 0.001')."""
     def one(selection: dict) -> str:
