@@ -41,8 +41,6 @@ weights at the top of the grid.
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from ribench.engine.recipe import Recipe
 from ribench.engine.weight_penalty import WeightPenalty
 from ribench.toolkit.gradients import per_sample_gradient_means
@@ -70,6 +68,7 @@ class EWC(WeightPenaltyRegularizer):
         self.fisher: dict = {}        # F per backbone weight, set by prepare
 
     def prepare(self, ctx):
+        super().prepare(ctx)
         split = ctx.source if self.config.fisher_data == "source" else ctx.train
         backbone = {id(p) for p in ctx.model.backbone_parameters()}
         params = {n: p for n, p in ctx.model.named_parameters() if id(p) in backbone}
@@ -82,7 +81,7 @@ class EWC(WeightPenaltyRegularizer):
             count = sum(f.numel() for f in fisher.values())
             scale = float(count / total) if total > 0 else 1.0
             fisher = {n: f * scale for n, f in fisher.items()}
-        self.fisher, self._penalty = fisher, None
+        self.fisher = fisher
 
     def _terms(self, ctx):
         """(θ, θ0, F) of the trained backbone weights."""
@@ -92,7 +91,3 @@ class EWC(WeightPenaltyRegularizer):
 
     def build_penalty(self, ctx) -> WeightPenalty:
         return WeightPenalty("quadratic", self.config.lam, *self._terms(ctx))     # ∇ = λ·F·(θ − θ0)
-
-    def value(self, ctx) -> torch.Tensor:
-        params, anchors, fisher = self._terms(ctx)
-        return 0.5 * self.config.lam * sum((f * (p - a).pow(2)).sum() for p, a, f in zip(params, anchors, fisher))

@@ -68,6 +68,7 @@ class ImportanceReg(WeightPenaltyRegularizer):
         self.start: dict = {}         # W0: the weights fine-tuning starts from
 
     def prepare(self, ctx):
+        super().prepare(ctx)
         r = importance(ctx, self.config.estimate, self.config.samples or None)      # Eq. 4
         rbar = normalise(r, ctx.model, self.config.cohort)                          # Eq. 7
         if self.config.reverse:
@@ -77,7 +78,7 @@ class ImportanceReg(WeightPenaltyRegularizer):
         for name, p in image_parameters(ctx.model).items():
             same = name in frozen and torch.equal(frozen[name], p)
             start[name] = frozen[name].detach() if same else p.detach().clone()     # W0: where training starts
-        self.rbar, self.start, self._penalty = rbar, start, None
+        self.rbar, self.start = rbar, start
 
     def _terms(self, ctx):
         """(trained weights θ, their W0, their r̄)."""
@@ -88,7 +89,3 @@ class ImportanceReg(WeightPenaltyRegularizer):
 
     def build_penalty(self, ctx) -> WeightPenalty:
         return WeightPenalty("sign", self.config.lam, *self._terms(ctx))     # ∇(λR) = λ·r̄·sign(θ − θ0), Eq. 8
-
-    def value(self, ctx) -> torch.Tensor:
-        params, anchors, rbar = self._terms(ctx)
-        return self.config.lam * sum((r * (p - a).abs()).sum() for p, a, r in zip(params, anchors, rbar))

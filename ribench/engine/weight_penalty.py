@@ -43,6 +43,16 @@ class WeightPenalty:
             torch._foreach_mul_(terms, self.weights)
         return terms
 
+    def value(self) -> torch.Tensor:
+        """The penalty itself, differentiable, for tests and logs: quadratic ½λ·Σ w⊙(θ − θ0)²,
+        sign λ·Σ w⊙|θ − θ0| (whose gradients are the terms above)."""
+        weights = self.weights if self.weights is not None else [None] * len(self.params)
+        total = torch.zeros(())
+        for p, a, w in zip(self.params, self.anchors, weights):
+            pull = (p - a).pow(2) if self.kind == "quadratic" else (p - a).abs()
+            total = total + (pull if w is None else w * pull).sum()
+        return (0.5 if self.kind == "quadratic" else 1.0) * self.lam * total
+
     @torch.no_grad()
     def add_gradient(self) -> None:
         """p.grad += λ·w⊙pull(θ − θ0), unless the fused step does it; a weight the loss did not reach

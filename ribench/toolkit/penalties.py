@@ -30,7 +30,7 @@ def anchored_parameters(ctx: FitContext, backbone_only: bool = True):
 class WeightPenaltyRegularizer(Regularizer):
     """A regularizer whose gradient is a closed-form `WeightPenalty`, added after backward (or folded
     into the loop's fused optimizer step). Subclasses build it once the loop has chosen what trains
-    (`build_penalty`) and give `value`, the same penalty for tests and logs."""
+    (`build_penalty`); `value` is the same penalty, for tests and logs."""
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -41,6 +41,9 @@ class WeightPenaltyRegularizer(Regularizer):
 
     def build_penalty(self, ctx) -> WeightPenalty:
         raise NotImplementedError
+
+    def value(self, ctx) -> torch.Tensor:
+        return self.build_penalty(ctx).value()
 
     def weight_penalty(self, ctx) -> WeightPenalty | None:
         if self.config.lam == 0:
@@ -64,7 +67,3 @@ class AnchoredL2(WeightPenaltyRegularizer):
     def build_penalty(self, ctx) -> WeightPenalty:
         _, params, anchors = anchored_parameters(ctx, backbone_only=self.backbone_only)
         return WeightPenalty("quadratic", self.config.lam, params, anchors)      # ∇ = λ(θ − θ0)
-
-    def value(self, ctx) -> torch.Tensor:
-        _, params, anchors = anchored_parameters(ctx, backbone_only=self.backbone_only)
-        return 0.5 * self.config.lam * sum((p - a).pow(2).sum() for p, a in zip(params, anchors))
