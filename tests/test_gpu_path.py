@@ -3,6 +3,8 @@
 Both change how a cell is computed, not what it is: they are in its provenance, never in its identity.
 """
 
+import dataclasses
+
 import pytest
 import torch
 import torch._dynamo
@@ -34,6 +36,21 @@ def test_cuda_asks_the_device_and_cpu_keeps_the_protocols(monkeypatch):
     assert device_eval_batch_size(None, None, (224, 224, 3), "mps", 500) == 500
 
 
+def test_a_cpu_cell_reads_no_test_split_to_size_its_eval_batch(monkeypatch):
+    monkeypatch.setattr(evaluate, "forward_memory", lambda model, preprocess, shape, device: (200 * MB, 5 * MB))
+    monkeypatch.setattr(evaluate, "free_device_memory", lambda device: 8 * GB)
+    spec = resolve("ft", "rib-tiny", "mini-sup", overrides=["eval_batch_size=123"])
+
+    def must_not_load():
+        raise AssertionError("a test split was read on CPU")
+    assert cell_module.eval_batch_size_of(spec, None, None, must_not_load) == 123
+
+    class Split:
+        images = torch.zeros(2, 224, 224, 3)
+    on_cuda = dataclasses.replace(spec, device="cuda:0")
+    assert cell_module.eval_batch_size_of(on_cuda, None, None, lambda: Split()) == 768
+
+
 def test_compile_is_an_option_of_run_grid_and_tune(capsys):
     for command in ("run", "grid", "tune"):
         assert main([command, "--help"]) == 0
@@ -59,7 +76,7 @@ def test_a_compiled_cell_at_another_eval_batch_is_the_same_cell(sup, monkeypatch
         if compiled:
             original = torch.nn.Module.compile
             monkeypatch.setattr(torch.nn.Module, "compile", lambda self: original(self, backend="eager"))
-            monkeypatch.setattr(cell_module, "device_eval_batch_size", lambda *args: 30)
+            monkeypatch.setattr(cell_module, "eval_batch_size_of", lambda *args: 30)
             torch._dynamo.reset()
             torch._dynamo.utils.counters.clear()
         model, records[compiled] = run_cell(spec, sup, cell_for(spec, sup, "sketch", 0), {})

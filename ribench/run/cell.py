@@ -73,11 +73,19 @@ def provenance(spec: RunSpec, pretrained, eval_batch_size: int | None = None) ->
     return record
 
 
-def eval_batch_size_of(spec: RunSpec, model, preprocess, split) -> int:
-    """The batch `model` is evaluated at on the run's device, images shaped as `split`'s: the protocol's
-    eval_batch_size on CPU, what free memory holds on CUDA."""
-    return device_eval_batch_size(model, preprocess, split.images.shape[1:], spec.device,
+def eval_batch_size_of(spec: RunSpec, model, preprocess, load_split) -> int:
+    """The batch `model` is evaluated at on the run's device: the protocol's eval_batch_size on CPU, what
+    free memory holds on CUDA for images shaped as those of `load_split()` (called, and a split read,
+    only on CUDA)."""
+    if not str(spec.device).startswith("cuda"):
+        return spec.protocol.eval_batch_size
+    return device_eval_batch_size(model, preprocess, load_split().images.shape[1:], spec.device,
                                   spec.protocol.eval_batch_size)
+
+
+def first_test_split(spec: RunSpec):
+    """A loader of the first evaluated test split, whose image shape sizes the evaluation batch on CUDA."""
+    return lambda: spec.suite.test_split(spec.suite.evaluated[0])
 
 
 def compile_model(ctx) -> None:
@@ -95,8 +103,7 @@ def pretrained_identity(spec: RunSpec, pretrained) -> dict:
 
 def evaluate_pretrained(spec: RunSpec, pretrained) -> dict:
     """A_pre on every test split."""
-    size = eval_batch_size_of(spec, pretrained.model, pretrained.preprocess,
-                              spec.suite.test_split(spec.suite.evaluated[0]))
+    size = eval_batch_size_of(spec, pretrained.model, pretrained.preprocess, first_test_split(spec))
     accuracies, _ = evaluate_all(pretrained.model, pretrained.preprocess, spec.suite, size, spec.device)
     return accuracies
 
@@ -143,7 +150,7 @@ def run_cell(spec: RunSpec, pretrained, cell: Cell, pretrained_acc: dict, ingred
     if spec.method_cls.uses_pretrained_eval:
         accuracies, details = dict(pretrained_acc), {}
     else:
-        size = eval_batch_size_of(spec, model, pretrained.preprocess, spec.suite.test_split(spec.suite.evaluated[0]))
+        size = eval_batch_size_of(spec, model, pretrained.preprocess, first_test_split(spec))
         test_features = None
         if spec.method_cls.frozen_backbone:
             def test_features(name):
@@ -176,7 +183,7 @@ def run_selection_cell(spec: RunSpec, pretrained, cell: Cell, ingredients=None):
     except Diverged as error:
         return ctx.model, failed_record(spec, pretrained, cell, error, start)
     t_eval = time.perf_counter()
-    size = eval_batch_size_of(spec, ctx.model, pretrained.preprocess, held_out)
+    size = eval_batch_size_of(spec, ctx.model, pretrained.preprocess, lambda: held_out)
     accuracies = {"heldout": accuracy(ctx.model, pretrained.preprocess, held_out, size, spec.device),
                   "pretrained_heldout": accuracy(pretrained.model, pretrained.preprocess, held_out, size,
                                                  spec.device)}
