@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/results/rib-mini.md (tuned, the default protocol) or rib-mini-reference.md from a
-# results store (nothing typed by hand). The whole rerun (resumable; cells are stored whole):
+# results store (nothing typed by hand). A pretrain the store holds no rows of keeps its section of the
+# existing file, so a store holding only one pretrain's cells refreshes that one. The whole rerun
+# (resumable; cells are stored whole):
 #   bash docs/results/rerun.sh STORE
 #   bash docs/results/make.sh STORE tuned && bash docs/results/make.sh STORE reference
 set -euo pipefail
@@ -30,7 +32,12 @@ esac
       echo "## $pretrain"
       echo
       echo "$table"
+    elif [ -f "$out" ] && grep -qx "## $pretrain" "$out"; then
+      echo
+      # the section as it stands: from its heading to the next pretrain's, blank lines at its ends dropped
+      awk -v h="## $pretrain" '$0 == h {on = 1} on && /^## / && $0 != h {exit} on' "$out" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
     fi
   done
-} > "$out"
+} > "$out.new"
+mv "$out.new" "$out"
 echo "wrote $out"
