@@ -469,12 +469,12 @@ def test_cache_files_detect_every_damage_and_writes_leave_no_temporary_file(tmp_
 
 
 def test_stored_weights_carry_a_hash_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
-    import safetensors.torch
     import torch
     from safetensors import SafetensorError
 
     from ribench.errors import StoreError
     from ribench.store import Store
+    from ribench.store import weights as store_weights
 
     store = Store(tmp_path / "s.sqlite")
     key = "a" * 64
@@ -490,7 +490,7 @@ def test_stored_weights_carry_a_hash_and_a_full_disk_is_one_line(tmp_path, monke
         Path(filename).write_bytes(b"x" * (2 << 20))
         raise SafetensorError("Error while serializing: IoError(No space left on device)")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(store_weights, "save_file", full_disk)
     with pytest.raises(StoreError, match="cannot write weights .*No space left on device"):
         store.save_weights("b" * 64, {"w": torch.zeros(3)})
     assert sorted(p.name for p in store.weights_dir.iterdir()) == [path.name]
@@ -695,7 +695,7 @@ def test_submit_rederives_each_cell_key_from_its_identity(tmp_path):
         row = db.execute("SELECT * FROM cells WHERE key = ?", (victim.key,)).fetchone()
         names = [d[0] for d in db.execute("SELECT * FROM cells").description]
         values = dict(zip(names, row), identity=json.dumps(identity, sort_keys=True))
-        from ribench.store import _CELL_COLUMNS, row_checksum
+        from ribench.store.database import _CELL_COLUMNS, row_checksum
         values["checksum"] = row_checksum([values[n] for n in _CELL_COLUMNS])
         db.execute("UPDATE cells SET identity = ?, checksum = ? WHERE key = ?",
                    (values["identity"], values["checksum"], victim.key))

@@ -9,7 +9,7 @@ from helpers import RAISING_METHOD, run_cli
 from ribench.errors import StoreError
 from ribench.run.spec import resolve
 from ribench.store import CellRecord, Store, cell_key
-from ribench.store_merge import merge_stores
+from ribench.store.merge import merge_stores
 
 HERE = Path(__file__).resolve().parent
 TINY = str(HERE / "tiny_suite.py")

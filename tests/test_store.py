@@ -11,6 +11,7 @@ import pytest
 
 from ribench.errors import StoreError
 from ribench.store import CellRecord, Store, cell_key, default_store_path
+from ribench.store import weights as store_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,13 +288,11 @@ def test_weights_round_trip_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in store.weights_dir.iterdir()) == [f"{key}.safetensors"]
 
     # An interrupted write leaves the previous file and no temp file behind.
-    import safetensors.torch
-
     def exploding_save(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", exploding_save)
+    monkeypatch.setattr(store_weights, "save_file", exploding_save)
     with pytest.raises(StoreError, match="cannot write weights .*disk full"):
         store.save_weights(key, {"a": torch.zeros(1)})
     assert sorted(p.name for p in store.weights_dir.iterdir()) == [f"{key}.safetensors"]

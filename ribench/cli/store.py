@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ribench.store_merge import merge_stores
+from ribench.store.merge import merge_stores
 
 
 def add_arguments(parser) -> None:

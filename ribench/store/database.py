@@ -1,10 +1,8 @@
 """The results database: one SQLite row per finished cell, never overwritten.
 
-A cell's key is the hash of everything that can change its result, so that work
-is never done twice and a stored number can always be traced back to what made
-it. Rows are written in one transaction each, so a killed run leaves either the
-whole row or nothing. The weights that derived methods reuse live next to the
-database as safetensors files (never pickles).
+Rows are written in one transaction each, so a killed run leaves either the whole row or nothing; each
+carries a checksum of its values, so a row changed outside ribench is caught on read. The weights that
+derived methods reuse live next to the database (`weights.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import socket
 import sqlite3
@@ -20,106 +17,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ribench.cachefile import atomic_write, process_alive
+from ribench.cachefile import process_alive
 from ribench.errors import StoreError
-
-__all__ = ["CellRecord", "Store", "cell_key", "default_store_path"]
-
-
-# -- keys ------------------------------------------------------------------
-def _canonical(value: Any) -> Any:
-    """Plain JSON types only, so that equal identities serialise identically."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"cell identity contains a non-finite number: {value!r}")
-        return value  # json writes floats with repr: 1e-3 and 0.001 are the same float
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"cell identity keys must be strings, got {key!r}")
-            out[key] = _canonical(item)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_canonical(item) for item in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(_canonical(item) for item in value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _canonical(dataclasses.asdict(value))
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _canonical(value.item())
-    raise TypeError(f"cell identity holds a value JSON cannot represent: {value!r}")
-
-
-def canonical_json(identity: Mapping[str, Any]) -> str:
-    return json.dumps(_canonical(identity), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def cell_key(identity: Mapping[str, Any]) -> str:
-    """Full sha256 hex of the canonical JSON of a cell's identity.
-
-    Key order does not matter; ints and floats stay distinct (1 vs 1.0), so
-    hyperparameter dataclasses should keep their declared types.
-    """
-    return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
-
-
-LEASE_S = 6 * 3600.0    # a claim on a cell not finished by then is another process's to take over
-
-
-def lease_seconds() -> float:
-    """How long a claim on a cell lasts: $RIBENCH_LEASE_S, else six hours."""
-    try:
-        return float(os.environ.get("RIBENCH_LEASE_S", LEASE_S))
-    except ValueError:
-        return LEASE_S
-
-
-def default_store_path() -> Path:
-    """$RIBENCH_STORE, else $XDG_DATA_HOME/ribench/results.sqlite."""
-    explicit = os.environ.get("RIBENCH_STORE")
-    if explicit:
-        return Path(explicit).expanduser()
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
-    return Path(data_home).expanduser() / "ribench" / "results.sqlite"
-
-
-def weights_dir_of(store_path: Path) -> Path:
-    """The folder beside a store that holds its cells' weights."""
-    return store_path.parent / f"{store_path.stem}-weights"
-
-
-# -- records ---------------------------------------------------------------
-@dataclasses.dataclass
-class CellRecord:
-    """One row of ``cells``; accuracies are fractions in [0, 1] keyed by evaluated dataset."""
-
-    key: str
-    suite: str
-    pretrain: str
-    method: str
-    label: str
-    dataset: str
-    seed: int
-    identity: dict[str, Any]
-    accuracies: dict[str, float]
-    status: str = "done"
-    details: dict[str, Any] = dataclasses.field(default_factory=dict)
-    timings: dict[str, Any] = dataclasses.field(default_factory=dict)
-    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
-    created_at: float | None = None  # set by Store.put when None
-
-    def describe(self) -> str:
-        return f"{self.label} on {self.dataset}, seed {self.seed}"
-
-    def failure(self) -> str:
-        """Why a failed cell failed: 'diverged at step 3 (loss became non-finite)'."""
-        found = self.details.get("diverged") or {}
-        return f"diverged at step {found.get('step', '?')} ({found.get('what', 'training')} became non-finite)"
+from ribench.store.keys import canonical_json, cell_key
+from ribench.store.location import default_store_path, lease_seconds, weights_dir_of
+from ribench.store.records import CellRecord
+from ribench.store.weights import load_weights, save_weights, weights_file
 
 
 _SCHEMA = """
@@ -448,50 +351,13 @@ class Store:
         return weights_dir_of(self.path)
 
     def weights_path(self, key: str) -> Path:
-        return self.weights_dir / f"{key}.safetensors"
+        return weights_file(self.weights_dir, key)
 
     def has_weights(self, key: str) -> bool:
         return self.weights_path(key).is_file()
 
     def save_weights(self, key: str, state_dict: Mapping[str, Any]) -> Path:
-        """Write a state dict of tensors atomically (temp file, then rename), with the sha256 of its tensors;
-        a failure (a full disk) is one StoreError line and leaves no temporary file."""
-        from safetensors.torch import save_file
-
-        target = self.weights_path(key)
-        # Own CPU copies: safetensors refuses tied/shared or non-contiguous tensors.
-        tensors = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in state_dict.items()}
-        metadata = {"cell_key": key, "tensors_sha256": tensors_sha256(tensors)}
-        return atomic_write(target, lambda name: save_file(tensors, name, metadata=metadata), "weights",
-                            error_type=StoreError)
+        return save_weights(self.weights_dir, key, state_dict)
 
     def load_weights(self, key: str, device: str = "cpu") -> dict[str, Any]:
-        """The stored tensors of a cell, checked against the hash they were written with."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        target = self.weights_path(key)
-        if not target.is_file():
-            raise StoreError(f"no stored weights for cell {key} (expected {target})")
-        try:
-            with safe_open(str(target), "pt") as handle:
-                expected = (handle.metadata() or {}).get("tensors_sha256")
-            tensors = load_file(str(target), device="cpu")
-        except Exception as error:  # a corrupt file is a store problem, not a traceback
-            raise StoreError(f"cannot read weights {target}: {type(error).__name__}: {_reason(error)}") from None
-        if expected is not None and tensors_sha256(tensors) != expected:
-            raise StoreError(f"stored weights {target} are damaged (their tensors do not match the hash they were "
-                             "written with); delete the file and run the same command to train that cell again")
-        return {name: tensor.to(device) for name, tensor in tensors.items()} if device != "cpu" else tensors
-
-
-def tensors_sha256(tensors: Mapping[str, Any]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of CPU tensors, in name order."""
-    import torch            # the store itself opens without torch (ribench results, leaderboard)
-
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+        return load_weights(self.weights_dir, key, device)

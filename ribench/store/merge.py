@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ribench.errors import StoreError
-from ribench.store import Store, weights_dir_of
+from ribench.store.database import Store
+from ribench.store.location import weights_dir_of
 
 
 @dataclass
