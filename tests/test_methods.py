@@ -414,13 +414,16 @@ def test_soup_runs_its_missing_ingredients_first_once(tmp_path, clip):
 
 
 def test_stored_cells_without_weights_are_trained_again_not_overwritten(tmp_path, clip):
-    """A store from before weights were kept: the ft cells are re-trained for their weights."""
+    """A store without weights (from before weights were kept, or restored from the archive): the ft cells
+    are re-trained for their weights when a derived cell needs them, and only then."""
     store = Store(tmp_path / "w.sqlite")
     run = dict(datasets=["sketch"], seeds=[0])
     spec = resolve("ft", "rib-tiny", "mini-clip", **run)
     execute(spec, store, clip, progress=False, log=_quiet, keep_weights=False)
     (before,) = store.cells()
     assert not store.has_weights(before.key)
+    again = execute(spec, store, clip, progress=False, log=_quiet)    # ft itself: stored, nothing to refit
+    assert again["ran"] == 0 and not store.has_weights(before.key)
     messages = []
     execute(resolve("wiseft", "rib-tiny", "mini-clip", **run), store, clip, progress=False, log=messages.append)
     assert store.has_weights(before.key)

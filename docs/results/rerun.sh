@@ -4,7 +4,8 @@
 # file, which takes precedence over the shipped one), then every method under the tuned protocol on
 # both pretrains, and ImageNet-RIB's slide methods under the reference protocol; 3 seeds x 7
 # downstream datasets each. Options after STORE go to every
-# `ribench grid` (e.g. --executor ray --cpus-per-cell 1).
+# `ribench grid` (e.g. --executor ray --cpus-per-cell 1). To resume from the cells already published,
+# start STORE from the archive first: gunzip -c docs/results/cells.sqlite.gz > STORE (archive.sh keeps it).
 set -euo pipefail
 store=${1:?usage: rerun.sh STORE [grid options]}
 shift

@@ -87,6 +87,10 @@ class Plan:
         self.tasks: dict[str, CellTask] = {}
         self.busy = 0                  # cells skipped because another process is running them
         self.finished_elsewhere = 0    # cells another process stored after they were planned here
+        self.refit: set[str] = set()   # stored cells trained again if their weights are missing
+
+    def _refits(self, key: str) -> bool:
+        return key in self.refit and not self.store.has_weights(key)
 
     def add(self, spec: RunSpec, pretrained, pre_acc: dict, keep: bool | None = None) -> tuple[int, int]:
         """Plan `spec`'s missing cells (after its ingredients'); returns (cells, of which pending)."""
@@ -95,6 +99,10 @@ class Plan:
             sub = ingredient_spec(spec, name)
             self.add(sub, pretrained, pre_acc, keep=True)
             needs[name] = {(c.dataset, c.seed): c.key for c in plan(sub, pretrained)}
+        # Weights are refitted for a stored cell only when a derived cell of this plan needs them (or the
+        # caller asks): a cell a derived method may need later keeps the weights of a new fit, but one
+        # stored without them (a store restored from docs/results/cells.sqlite.gz) is not trained again.
+        refit_missing = keep is True
         keep = keeps_weights(spec) if keep is None else keep
         cells = plan(spec, pretrained)
         failed = [c for c in cells if _status(self.store, c.key) == FAILED]
@@ -102,7 +110,9 @@ class Plan:
             self.log(f"{len(failed)} {spec.label} cell(s) are stored as failed (diverged); skipping them "
                      "(pass --retry-failed to run them again)")
             cells = [c for c in cells if c not in failed]
-        pending = [c for c in cells if not _done(self.store, c.key) or (keep and not self.store.has_weights(c.key))]
+        if refit_missing:
+            self.refit.update(c.key for c in cells)
+        pending = [c for c in cells if not _done(self.store, c.key) or self._refits(c.key)]
         refit = sum(1 for c in pending if _done(self.store, c.key))
         if len(pending) < len(cells):
             self.log(f"{len(cells) - len(pending)} of {len(cells)} {spec.label} cells already in the store; "
@@ -131,7 +141,7 @@ class Plan:
             if holder is not None:
                 busy[task.key] = holder
                 continue
-            if _done(self.store, task.key) and not (task.keep_weights and not self.store.has_weights(task.key)):
+            if _done(self.store, task.key) and not self._refits(task.key):
                 self.store.release(task.key)          # another process finished it since it was planned
                 self.finished_elsewhere += 1
                 continue
