@@ -224,6 +224,9 @@ def test_a_derived_method_off_protocol_looks_for_its_base_under_the_same_label()
     base = ingredient_spec(spec, "ft")
     assert base.label == "ft[lr=0.05]" and base.protocol.lr == 0.05
     assert keeps_weights(base)          # an ingredient keeps its weights whatever the protocol
+    tuned = resolve("ewc", "rib-mini", "mini-sup", protocol="tuned")
+    assert tuned.method_config.lam != type(tuned.method_config)().lam     # the tuned choice, not the default
+    assert keeps_weights(tuned)         # soup's ingredient keeps its weights at its chosen λ too
 
 
 BROKEN_CONSTRUCTOR = '''

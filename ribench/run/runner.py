@@ -43,8 +43,11 @@ def _default_ingredient_labels() -> frozenset:
 
 
 def keeps_weights(spec: RunSpec) -> bool:
-    """Cells that a registered derived method needs by default store their weights (under any protocol)."""
-    return method_label(spec.method_cls, spec.method_config) in _default_ingredient_labels()
+    """Cells that a registered derived method needs by default store their weights (under any protocol).
+
+    By the method as requested ('ewc'), not with the settings the tuned protocol chose for it
+    ('ewc[lam=0.1]'), nor with protocol changes ('ft[lr=0.05]' is an 'ft' cell)."""
+    return method_label(*resolve_method(spec.request.method)) in _default_ingredient_labels()
 
 
 def pretrained_accuracies(spec: RunSpec, pretrained, store: Store, executor: Executor) -> dict:
