@@ -518,3 +518,23 @@ def test_a_superseded_row_is_marked_with_its_reason(built, tmp_path):
     readme = (folder / "rib-tiny" / "README.md").read_text()
     assert f"| {shown_label(old)} |" in readme and "Rows marked (superseded): measured before the head fix" in readme
     assert "measured before the head fix" in (folder / "rib-tiny" / "index.html").read_text()
+
+
+def test_a_long_legend_label_is_wrapped_within_its_panel():
+    """A soup's label lists its ingredients' choices; unwrapped, it ran into the next panel's legend."""
+    from ribench.leaderboard.plots import _figure, _legend_below
+
+    figure = _figure(3.5 * 2 + 0.3, 4)                          # two panels, as the scatter plots draw them
+    left, right = figure.subplots(1, 2)
+    long_label = "soup · tuned (ewc: λ 0.1; ft: lr 0.001; lwf: lr 0.001)"
+    for axes in (left, right):
+        axes.plot([0], [0], "o", label=long_label)
+        axes.plot([1], [1], "o", label="ft · tuned (lr 0.001)")
+        _legend_below(axes, -0.3)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    left_legend, right_legend = (axes.get_legend().get_window_extent(renderer) for axes in (left, right))
+    assert left_legend.x1 < right_legend.x0                      # the two legends do not overlap
+    texts = [t.get_text() for t in left.get_legend().get_texts()]
+    assert texts[0].count("\n") >= 1 and texts[0].replace("\n  ", " ") == long_label
+    assert texts[1] == "ft · tuned (lr 0.001)"                   # short labels stay on one line

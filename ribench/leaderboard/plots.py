@@ -9,6 +9,7 @@ Methods keep one colour across all figures of a suite.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -82,6 +83,7 @@ def colours(labels: list[str]) -> dict[str, tuple]:
 
 _LEGEND_COLUMNS = 2
 _LEGEND_ROW_INCHES = 0.19      # one row of a 7-pt legend, with its spacing
+_LEGEND_LABEL_CHARACTERS = 34  # a 7-pt label that fits half a 3.5-inch panel, so columns and panels never overlap
 
 
 def _legend_height(entries_per_panel: int) -> float:
@@ -90,8 +92,11 @@ def _legend_height(entries_per_panel: int) -> float:
 
 
 def _legend_below(axes, offset: float) -> None:
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, offset), ncol=_LEGEND_COLUMNS, fontsize=7,
-                frameon=False)
+    """Long labels (a soup's ingredients and their choices) are wrapped onto lines of their own."""
+    handles, labels = axes.get_legend_handles_labels()
+    wrapped = [textwrap.fill(label, _LEGEND_LABEL_CHARACTERS, subsequent_indent="  ") for label in labels]
+    axes.legend(handles, wrapped, loc="upper center", bbox_to_anchor=(0.5, offset), ncol=_LEGEND_COLUMNS,
+                fontsize=7, frameon=False)
 
 
 def _by_pretrain(entries: list[dict]) -> dict[str, list[dict]]:
