@@ -28,21 +28,22 @@ def test_the_eval_batch_is_what_half_the_free_memory_holds():
     assert eval_batch_size(8 * GB, 0, 0) == MAX_EVAL_BATCH                    # a probe that measured nothing
 
 
+def must_not_load():
+    raise AssertionError("a test split was read off CUDA")
+
+
 def test_cuda_asks_the_device_and_cpu_keeps_the_protocols(monkeypatch):
     monkeypatch.setattr(evaluate, "forward_memory", lambda model, preprocess, shape, device: (200 * MB, 5 * MB))
     monkeypatch.setattr(evaluate, "free_device_memory", lambda device: 8 * GB)
-    assert device_eval_batch_size(None, None, (224, 224, 3), "cuda:0", 500) == 768
-    assert device_eval_batch_size(None, None, (224, 224, 3), "cpu", 500) == 500
-    assert device_eval_batch_size(None, None, (224, 224, 3), "mps", 500) == 500
+    assert device_eval_batch_size(None, None, lambda: (224, 224, 3), "cuda:0", 500) == 768
+    assert device_eval_batch_size(None, None, must_not_load, "cpu", 500) == 500
+    assert device_eval_batch_size(None, None, must_not_load, "mps", 500) == 500
 
 
 def test_a_cpu_cell_reads_no_test_split_to_size_its_eval_batch(monkeypatch):
     monkeypatch.setattr(evaluate, "forward_memory", lambda model, preprocess, shape, device: (200 * MB, 5 * MB))
     monkeypatch.setattr(evaluate, "free_device_memory", lambda device: 8 * GB)
     spec = resolve("ft", "rib-tiny", "mini-sup", overrides=["eval_batch_size=123"])
-
-    def must_not_load():
-        raise AssertionError("a test split was read on CPU")
     assert cell_module.eval_batch_size_of(spec, None, None, must_not_load) == 123
 
     class Split:

@@ -60,12 +60,13 @@ def forward_memory(model, preprocess, image_shape, device: str) -> tuple[int, in
     return max(0, peaks[0] - PROBE_IMAGES * per_image), per_image
 
 
-def device_eval_batch_size(model, preprocess, image_shape, device: str, default: int) -> int:
+def device_eval_batch_size(model, preprocess, image_shape_of, device: str, default: int) -> int:
     """The evaluation batch on `device`: on CUDA what its free memory holds for this model's forward on images
-    of `image_shape` (H, W, 3); elsewhere `default`, the protocol's eval_batch_size."""
+    of shape `image_shape_of()` (H, W, 3; called only on CUDA, since it may read a split); elsewhere
+    `default`, the protocol's eval_batch_size."""
     if not str(device).startswith("cuda"):
         return default
-    fixed, per_image = forward_memory(model, preprocess, tuple(image_shape), device)
+    fixed, per_image = forward_memory(model, preprocess, tuple(image_shape_of()), device)
     return eval_batch_size(free_device_memory(device), fixed, per_image)
 
 

@@ -77,9 +77,7 @@ def eval_batch_size_of(spec: RunSpec, model, preprocess, load_split) -> int:
     """The batch `model` is evaluated at on the run's device: the protocol's eval_batch_size on CPU, what
     free memory holds on CUDA for images shaped as those of `load_split()` (called, and a split read,
     only on CUDA)."""
-    if not str(spec.device).startswith("cuda"):
-        return spec.protocol.eval_batch_size
-    return device_eval_batch_size(model, preprocess, load_split().images.shape[1:], spec.device,
+    return device_eval_batch_size(model, preprocess, lambda: load_split().images.shape[1:], spec.device,
                                   spec.protocol.eval_batch_size)
 
 
