@@ -116,12 +116,12 @@ class Plan:
         if refit_missing:
             self.refit.update(c.key for c in cells)
         pending = [c for c in cells if not _done(self.store, c.key) or self._refits(c.key)]
-        refit = sum(1 for c in pending if _done(self.store, c.key))
+        refits_now = sum(1 for c in pending if _done(self.store, c.key))
         if len(pending) < len(cells):
             self.log(f"{len(cells) - len(pending)} of {len(cells)} {spec.label} cells already in the store; "
                      "skipping them")
-        if refit:
-            self.log(f"{refit} stored {spec.label} cell(s) have no saved weights; training them again to keep them")
+        if refits_now:
+            self.log(f"{refits_now} stored {spec.label} cell(s) have no saved weights; training them again to keep them")
         for cell in pending:
             if cell.key in self.tasks:
                 self.tasks[cell.key].keep_weights |= keep
