@@ -279,3 +279,34 @@ def test_a_method_whose_id_gain_is_not_above_zero_is_marked_did_not_adapt():
     table = format_summary(summary, "table", compare_only=True)
     marked = {line.split()[0] for line in table.splitlines() if "(did not adapt)" in line}
     assert marked == {"lora"}        # zeroshot evaluates the pretrained model by design: not marked
+
+
+def test_the_results_page_merge_keeps_the_methods_a_store_lacks_and_sorts_by_mri():
+    """docs/results/make.sh regenerates a pretrain's section from a store holding only some of its
+    methods' cells; merge_section.py must keep the other methods' rows and sections."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "merge_section.py"
+    spec = importlib.util.spec_from_file_location("merge_section", path)
+    merge_section = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_section)
+
+    def section(rows: dict[str, float]) -> list[str]:
+        lines = ["## p", "", "note", "", "### Methods side by side", "", "caption", "| method | mRI | seeds |",
+                 "|---|---:|---:|"]
+        lines += [f"| {m} | {v:+.1f} ± 0.1 [x, y] | 3 |" for m, v in sorted(rows.items(), key=lambda r: -r[1])]
+        for m in sorted(m.removesuffix(" (did not adapt)") for m in rows):
+            lines += ["", f"### {m}", "", f"matrix of {m}"]
+        return lines
+
+    old = section({"ft": -6.2, "vpt (did not adapt)": -11.2, "saft": 0.3})
+    new = section({"ft": -5.0, "imp-reg": -4.1})
+    merged = merge_section.merge(old, new)
+    rows = [line.split("|")[1].strip() for line in merged if line.startswith("| ") and "method" not in line]
+    assert rows == ["saft", "imp-reg", "ft", "vpt (did not adapt)"]            # best mRI first
+    assert "| ft | -5.0 ± 0.1 [x, y] | 3 |" in merged                           # the store's row replaces
+    headings = [line for line in merged if line.startswith("### ")]
+    assert headings == ["### Methods side by side", "### ft", "### imp-reg", "### saft", "### vpt"]
+    assert merged.count("matrix of ft") == 1 and "matrix of vpt" in merged
+    assert merge_section.merge(old, old) == old                                # idempotent

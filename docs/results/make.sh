@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate docs/results/rib-mini.md (tuned, the default protocol) or rib-mini-reference.md from a
 # results store (nothing typed by hand). A pretrain the store holds no rows of keeps its section of the
-# existing file, so a store holding only one pretrain's cells refreshes that one. The whole rerun
+# existing file, and a method the store holds no rows of keeps its rows and its section
+# (merge_section.py), so a store holding only some cells refreshes those and loses nothing. The whole rerun
 # (resumable; cells are stored whole):
 #   bash docs/results/rerun.sh STORE
 #   bash docs/results/make.sh STORE tuned && bash docs/results/make.sh STORE reference
@@ -9,6 +10,8 @@ set -euo pipefail
 store=${1:?usage: make.sh STORE [tuned|reference]}
 protocol=${2:-tuned}
 here="$(dirname "$0")"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 case "$protocol" in
   tuned) out="$here/rib-mini.md"
          what="the tuned protocol: each method under its paper's recipe at the value \`ribench tune\` chose on
@@ -27,15 +30,23 @@ esac
   echo "A method whose ID gain interval is not above 0 is marked: it did not adapt."
   echo "What each method computes: [../methods.md](../methods.md). A row marked incomplete lacks cells."
   for pretrain in mini-clip mini-sup; do
+    # the section as it stands: from its heading to the next pretrain's, blank lines at its ends dropped
+    : > "$tmp/old"
+    if [ -f "$out" ] && grep -qx "## $pretrain" "$out"; then
+      awk -v h="## $pretrain" '$0 == h {on = 1} on && /^## / && $0 != h {exit} on' "$out" |
+        sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' > "$tmp/old"
+    fi
     if table=$(ribench results --store "$store" --pretrain "$pretrain" --protocol "$protocol" --format markdown 2>/dev/null); then
+      if ! grep -qx "### Methods side by side" <<<"$table"; then   # one method: ribench leaves the comparison out
+        table="$(ribench results --store "$store" --pretrain "$pretrain" --protocol "$protocol" --format markdown --compare)
+$(tail -n +3 <<<"$table")"
+      fi
+      printf '## %s\n\n%s\n' "$pretrain" "$table" > "$tmp/new"
       echo
-      echo "## $pretrain"
+      if [ -s "$tmp/old" ]; then python3 "$here/merge_section.py" "$tmp/old" "$tmp/new"; else cat "$tmp/new"; fi
+    elif [ -s "$tmp/old" ]; then
       echo
-      echo "$table"
-    elif [ -f "$out" ] && grep -qx "## $pretrain" "$out"; then
-      echo
-      # the section as it stands: from its heading to the next pretrain's, blank lines at its ends dropped
-      awk -v h="## $pretrain" '$0 == h {on = 1} on && /^## / && $0 != h {exit} on' "$out" | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}'
+      cat "$tmp/old"
     fi
   done
 } > "$out.new"
