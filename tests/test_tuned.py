@@ -128,6 +128,18 @@ def test_tuned_without_a_choice_says_how_to_get_one(capsys, tmp_path, monkeypatc
     assert code == 2 and "nothing to tune" in err
 
 
+def test_lpft_at_any_lr_shares_one_probe_and_wiseft_keeps_the_lr_of_its_ft():
+    """The L-BFGS probe has no lr, so lpft's selection grid fits it once, not once per lr value; an
+    ingredient that trains under the protocol (ft of wiseft) keeps the user's settings."""
+    from ribench.run.spec import ingredient_spec
+
+    probes = {ingredient_spec(resolve("lpft", "rib-tiny", overrides=[f"lr={lr}"]), "lp[fit=lbfgs]").label
+              for lr in (1e-4, 1e-3, 0.05)}
+    assert probes == {"lp[fit=lbfgs]"}
+    ft = ingredient_spec(resolve("wiseft", "rib-tiny", overrides=["lr=0.05"]), "ft")
+    assert ft.label == "ft[lr=0.05]" and ft.protocol.lr == 0.05
+
+
 def test_a_best_value_at_the_grid_edge_extends_the_grid_beyond_it(tmp_path, monkeypatch):
     """Scores that keep rising towards small lrs: two values past the low edge are trained and scored."""
     import ribench.run.selection as selection

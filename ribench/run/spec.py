@@ -224,10 +224,14 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
     if cls.requires_text_tower and not spec.preset.has_text_tower:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
                           f"pretrain '{spec.preset.name}' has none")
-    changed = protocol_changes(spec.protocol, spec.suite.protocol)
+    protocol = spec.protocol
+    if cls.tunes_nothing_with(config) and not [n for n in cls(config).ingredients() if n != "pretrained"]:
+        protocol = spec.suite.protocol     # e.g. a probe solved by L-BFGS: no protocol setting changes it, so
+                                           # lpft at every lr of its selection grid shares one probe's cells
+    changed = protocol_changes(protocol, spec.suite.protocol)
     request = spec.request and dataclasses.replace(
         spec.request, method=method, overrides=tuple(f"protocol.{k}={v}" for k, v in changed.items()))
-    sub = dataclasses.replace(spec, method_cls=cls, method_config=config, request=request)
+    sub = dataclasses.replace(spec, method_cls=cls, method_config=config, request=request, protocol=protocol)
     sub.label = run_label(sub)
     if sub.label == spec.label:
         raise ConfigError(f"method '{spec.label}' cannot be its own ingredient")
