@@ -2,13 +2,15 @@
 hand): mRI, ID gain and forgetting as mean ± std over seeds, best mRI first, the pretrained model as
 `zeroshot`, and a method whose ID gain interval is not above 0 marked "did not adapt".
 
-    python3 docs/results/readme_table.py mini-clip [tuned|reference]
+    .venv/bin/python docs/results/readme_table.py mini-clip [tuned|reference]
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+from ribench.leaderboard.rows import did_not_adapt
 
 BOARD = Path(__file__).resolve().parents[2] / "leaderboards" / "rib-mini"
 METRICS = ("mRI", "ID_gain", "forgetting")
@@ -35,7 +37,7 @@ def table(pretrain: str, protocol: str) -> str:
         label = entry["method"]["label"]
         if label == "zeroshot":
             continue
-        if entry["metrics"]["ID_gain"]["ci95"][0] <= 0:
+        if did_not_adapt(entry):             # the leaderboard's own marker
             label += " (did not adapt)"
         rows.append((label, entry["metrics"]))
     rows.sort(key=lambda row: -row[1]["mRI"]["mean"])

@@ -205,7 +205,12 @@ def _protocol_of(method_cls, config, suite, pretrain: str, protocol: str) -> tup
 
 
 def ingredient_specs(spec: RunSpec) -> list[str]:
-    return [n for n in spec.method_cls(spec.method_config).ingredients() if n != "pretrained"]
+    return trained_ingredients(spec.method_cls, spec.method_config)
+
+
+def trained_ingredients(method_cls, config) -> list[str]:
+    """The methods whose cells a method needs, the pretrained model (always there) left out."""
+    return [n for n in method_cls(config).ingredients() if n != "pretrained"]
 
 
 def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
@@ -225,7 +230,7 @@ def ingredient_spec(spec: RunSpec, method: str) -> RunSpec:
         raise ConfigError(f"method '{spec.label}' needs '{method}', which needs a text tower; "
                           f"pretrain '{spec.preset.name}' has none")
     protocol = spec.protocol
-    if cls.tunes_nothing_with(config) and not [n for n in cls(config).ingredients() if n != "pretrained"]:
+    if cls.tunes_nothing_with(config) and not trained_ingredients(cls, config):
         protocol = spec.suite.protocol     # e.g. a probe solved by L-BFGS: no protocol setting changes it, so
                                            # lpft at every lr of its selection grid shares one probe's cells
     changed = protocol_changes(protocol, spec.suite.protocol)
