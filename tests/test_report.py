@@ -297,7 +297,7 @@ def test_the_results_page_merge_keeps_the_methods_a_store_lacks_and_sorts_by_mri
                  "|---|---:|---:|"]
         lines += [f"| {m} | {v:+.1f} ± 0.1 [x, y] | 3 |" for m, v in sorted(rows.items(), key=lambda r: -r[1])]
         for m in sorted(m.removesuffix(" (did not adapt)") for m in rows):
-            lines += ["", f"### {m}", "", f"matrix of {m}"]
+            lines += ["", f"### {m}", "", f"matrix of {m.removesuffix(' (superseded)')}"]
         return lines
 
     old = section({"ft": -6.2, "vpt (did not adapt)": -11.2, "saft": 0.3})
@@ -310,3 +310,12 @@ def test_the_results_page_merge_keeps_the_methods_a_store_lacks_and_sorts_by_mri
     assert headings == ["### Methods side by side", "### ft", "### imp-reg", "### saft", "### vpt"]
     assert merged.count("matrix of ft") == 1 and "matrix of vpt" in merged
     assert merge_section.merge(old, old) == old                                # idempotent
+
+    # rows measured by older code keep their mark until the store holds the method again
+    old = section({"ft (superseded)": -6.2, "lora (did not adapt) (superseded)": -0.1, "saft (superseded)": 0.3})
+    merged = merge_section.merge(old, section({"ft": -5.0, "lora": -1.0}))
+    rows = [line.split("|")[1].strip() for line in merged if line.startswith("| ") and "method" not in line]
+    assert rows == ["saft (superseded)", "lora", "ft"]
+    headings = [line for line in merged if line.startswith("### ")]
+    assert headings == ["### Methods side by side", "### ft", "### lora", "### saft (superseded)"]
+    assert merged.count("matrix of ft") == 1 and merged.count("matrix of lora") == 1

@@ -2,7 +2,9 @@
 methods' cells, into the section as it stands: the store's methods replace their rows and their
 `### method` sections, every other method keeps what was generated before (from the store of its own
 run; its leaderboard entry records that run's provenance), and the side-by-side tables are sorted again
-by mRI, best first, as `ribench results` sorts them.
+by mRI, best first, as `ribench results` sorts them. A kept row or section whose label ends in
+" (superseded)" was measured by older code (the reference page's rows from before issue 15's method
+fixes): it keeps the mark until the store holds that method again.
 
     python3 merge_section.py OLD_SECTION NEW_SECTION > MERGED_SECTION
 """
@@ -12,6 +14,14 @@ import sys
 
 SIDE_BY_SIDE = "Methods side by side"
 NOT_ADAPTED = " (did not adapt)"
+SUPERSEDED = " (superseded)"
+
+
+def base_label(label: str) -> str:
+    """The method's label without the marks a table adds after it."""
+    while label.endswith((NOT_ADAPTED, SUPERSEDED)):
+        label = label.removesuffix(NOT_ADAPTED).removesuffix(SUPERSEDED)
+    return label
 
 
 def blocks(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -21,7 +31,7 @@ def blocks(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     current = head
     for line in lines:
         if line.startswith("### "):
-            current = named.setdefault(line[4:].strip(), [])
+            current = named.setdefault(base_label(line[4:].strip()), [])
         current.append(line)
     return head, named
 
@@ -39,7 +49,7 @@ def pieces(block: list[str]) -> list[list[str]]:
 
 
 def row_label(row: str) -> str:
-    return row.split("|")[1].strip().removesuffix(NOT_ADAPTED)
+    return base_label(row.split("|")[1].strip())
 
 
 def mri_of(row: str, column: int) -> float:
