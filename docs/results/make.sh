@@ -19,9 +19,8 @@ held-out train data (the choices: [../protocols.md](../protocols.md); \`ribench 
   reference) out="$here/rib-mini-reference.md"
          what="the reference protocol: ImageNet-RIB's one recipe for every method (SGD, momentum 0.9, lr 3e-3,
 5 epochs, batch 64, 10 warm-up steps, cosine), except rows whose label names other settings. Rows marked
-(superseded) were measured before issue 15's method fixes (the CLIP head as s·Û, LoRA's α, VPT's zero
-start, EWC's Fisher on the pretraining domain, DiGraP's normalised hypergradient) and are not what the
-code measures now; \`docs/results/rerun.sh\` reruns the ImageNet-RIB slide's methods. The tuned
+(superseded) were measured before issue 15's method fixes (listed in the \`superseded\` field of their
+leaderboard entries) and are not what the code measures now; \`docs/results/rerun.sh\` reruns the ImageNet-RIB slide's methods. The tuned
 protocol's tables: [rib-mini.md](rib-mini.md)" ;;
   *) echo "protocol must be tuned or reference" >&2; exit 2 ;;
 esac
