@@ -119,27 +119,34 @@ class Objective:
         return total, grad
 
 
-def newton_directions(model, names, split, indices, preprocess, device, batch_size,
+def newton_directions(model, layers: dict, split, indices, preprocess, device, batch_size,
                       hessian: bool, iterations: int, history: int, pairs: str) -> dict:
-    """{layer: g_ℓ, or H_ℓ⁻¹ g_ℓ (L-BFGS)} at θ0 on a labelled sample (flattened fp32)."""
+    """{layer: g_ℓ, or H_ℓ⁻¹ g_ℓ (L-BFGS)} at θ0 on a labelled sample (flattened fp32).
+
+    `layers` maps each layer ℓ to its tensors' names; θ_ℓ is their concatenation.
+    """
     if not hessian or pairs == "joint":
+        names = [n for members in layers.values() for n in members]
         objective = Objective(model, names, split, indices, preprocess, device, batch_size)
+
+        def block(v: torch.Tensor, layer: str) -> torch.Tensor:     # v's θ_ℓ coordinates
+            return torch.cat([v[objective.slice(n)] for n in layers[layer]])
+
         if not hessian:
             _, g = objective(objective.x0)
-            return {n: g[objective.slice(n)] for n in names}
+            return {layer: block(g, layer) for layer in layers}
         g, S, Y = lbfgs_pairs(objective, objective.x0, iterations, history)
         fallback = float(torch.dot(S[-1], Y[-1]) / torch.dot(Y[-1], Y[-1])) if S else 1.0
         out = {}
-        for name in names:
-            sl = objective.slice(name)
-            kept = [(s[sl], y[sl]) for s, y in zip(S, Y)
-                    if float(torch.dot(s[sl], y[sl])) > 1e-8 * float(s[sl].norm() * y[sl].norm())]
-            out[name] = two_loop(g[sl], [s for s, _ in kept], [y for _, y in kept],
-                                 None if kept else fallback)
+        for layer in layers:
+            sliced = [(block(s, layer), block(y, layer)) for s, y in zip(S, Y)]
+            kept = [(s, y) for s, y in sliced if float(torch.dot(s, y)) > 1e-8 * float(s.norm() * y.norm())]
+            out[layer] = two_loop(block(g, layer), [s for s, _ in kept], [y for _, y in kept],
+                                  None if kept else fallback)
         return out
     out = {}
-    for name in names:                      # pairs=layer: NewtonStep(f, ℓ, D), one run per layer
-        objective = Objective(model, [name], split, indices, preprocess, device, batch_size)
+    for layer, members in layers.items():     # pairs=layer: NewtonStep(f, ℓ, D), one run per layer
+        objective = Objective(model, members, split, indices, preprocess, device, batch_size)
         g, S, Y = lbfgs_pairs(objective, objective.x0, iterations, history)
-        out[name] = two_loop(g, S, Y)
+        out[layer] = two_loop(g, S, Y)
     return out

@@ -1,7 +1,8 @@
 """auto-rgn and its extensions from the Automatic fine-tuning paper (Agarwala et al.; Sec. 4.2, Algorithm 1).
 
-Layer ℓ is one parameter tensor of the image classifier; its learning rate is
-the base rate times a weight in [0, 1]:
+Layer ℓ is a part f_ℓ of the image classifier f = f_L ∘ … ∘ f_1 with its
+parameters θ_ℓ (Sec. 4.1); its learning rate is the base rate times a weight in
+[0, 1]:
 
     Auto-RGN_ℓ        = ‖g_ℓ‖₂ / ‖θ_ℓ‖₂                     (Lee et al. 2022; Agarwala et al. Sec. 4.2)
     +Hessian          = ‖H_ℓ⁻¹ g_ℓ‖₂ / ‖θ_ℓ‖₂               (Newton step, L-BFGS H⁻¹)
@@ -41,6 +42,19 @@ layer's weights alone (exactly the layer's Hessian block, as NewtonStep(f, ℓ, 
 reads), at #layers times the cost. All of it in fp32, eval mode, on copies
 (torch.func.functional_call): the model is not touched.
 
+What a layer is (`layers`). Agarwala et al. define f_ℓ as a function of the
+composition with all of its parameters θ_ℓ, on ResNets (Sec. 5). `layers=module`
+(default of the Hessian and Change variants) takes the modules of
+ribench.toolkit.layers: a Linear's weight and bias, a LayerNorm's scale and
+shift, the class token alone. `layers=tensor` scores every parameter tensor on
+its own (the default of `auto-rgn`, whose per-step weights were measured stable
+that way). Measured, rib-mini tuned (the 2026-12 rows): scored per tensor, the
+once-only variants gave the full rate to one small-norm bias or norm tensor, a
+different one per seed (20 of 21 cells on mini-clip, 18–19 of 20–21 on
+mini-sup), most other tensors 1e-2 to 1e-5 of it; selection then climbed to lr 1
+on mini-sup and one cell diverged. A bias's θ_ℓ is close to 0, so ‖step‖/‖θ_ℓ‖
+measures the bias's initial size, not the information in the target data.
+
 Weights of 0 (a layer with ‖θ_ℓ‖ = 0 scores 0, as does one with a zero
 gradient) mean the layer is frozen (left out of the optimizer); if every score
 is 0 there is no preference and every layer trains at the full rate. Algorithm 1
@@ -50,6 +64,8 @@ the ribench spec, so the most-changed layer trains at the suite's lr.
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,10 +75,14 @@ from ribench.engine.method import ParamGroup
 from ribench.methods._layerwise import (PAPER, LayerwiseRates, eval_mode, relative, sample_indices,
                                         trainable_layers, weighted_groups)
 from ribench.methods._lbfgs import newton_directions
+from ribench.toolkit.layers import cohorts
+
+# What a layer ℓ is: "module" (f_ℓ with all its θ_ℓ, Agarwala et al. Sec. 4.1) or "tensor".
+Layers = Literal["module", "tensor"]
 
 
 class _LayerwiseRGN(LayerwiseRates):
-    """Shared: one ParamGroup per tensor, weights from `scores` computed once at θ0."""
+    """Shared: one ParamGroup per layer ℓ (config `layers`), weights from `scores` computed once at θ0."""
 
     def weights_from_scores(self, scores: dict) -> dict:
         return relative(scores)
@@ -78,28 +98,34 @@ class _LayerwiseRGN(LayerwiseRates):
     def per_step(self) -> bool:
         return False
 
+    def layers(self, ctx) -> "OrderedDict[str, list[str]]":
+        """{layer ℓ: the names of its trainable tensors θ_ℓ}."""
+        trainable = trainable_layers(ctx.model)
+        grouped = cohorts(ctx.model, "module" if self.config.layers == "module" else "layer")
+        kept = ((layer, [n for n in names if n in trainable]) for layer, names in grouped.items())
+        return OrderedDict((layer, names) for layer, names in kept if names)
+
     def param_groups(self, ctx):
-        members = {n: [p] for n, p in trainable_layers(ctx.model).items()}
+        tensors = trainable_layers(ctx.model)
+        members = {layer: [tensors[n] for n in names] for layer, names in self.layers(ctx).items()}
         if self.per_step():
             return [ParamGroup(params, 1.0, n) for n, params in members.items()]   # set before every step
         return weighted_groups(members, self.layer_weights)
 
     def _directions(self, ctx, split, stream, hessian):
         cfg = self.config
-        names = list(trainable_layers(ctx.model))
         idx = sample_indices(len(split), cfg.samples, ctx.seed, stream)
         with eval_mode(ctx.model):
-            return newton_directions(ctx.model, names, split, idx, ctx.preprocess, ctx.device,
+            return newton_directions(ctx.model, self.layers(ctx), split, idx, ctx.preprocess, ctx.device,
                                      ctx.protocol.batch_size, hessian, getattr(cfg, "iterations", 0),
                                      getattr(cfg, "history", 0), getattr(cfg, "pairs", "joint"))
 
-    @staticmethod
-    def _relative_norms(ctx, vectors: dict) -> dict:
-        layers = trainable_layers(ctx.model)
+    def _relative_norms(self, ctx, vectors: dict) -> dict:
+        tensors, layers = trainable_layers(ctx.model), self.layers(ctx)
         out = {}
-        for name, v in vectors.items():
-            theta = float(layers[name].detach().float().norm())
-            out[name] = float(v.norm()) / theta if theta > 0 else 0.0    # RGN_ℓ = ‖v_ℓ‖/‖θ_ℓ‖
+        for layer, v in vectors.items():
+            theta = math.sqrt(sum(float(tensors[n].detach().float().pow(2).sum()) for n in layers[layer]))
+            out[layer] = float(v.norm()) / theta if theta > 0 else 0.0    # RGN_ℓ = ‖v_ℓ‖/‖θ_ℓ‖
         return out
 
 
@@ -112,6 +138,7 @@ class AutoRGN(_LayerwiseRGN):
     class Config:
         every: Literal["step", "once"] = "step"   # Lee et al. / Agarwala et al. Sec. 4.1: every step
         samples: int = 512                        # every=once: target images (0: the whole split)
+        layers: Layers = "tensor"                 # each parameter tensor its own rate (the published rows)
 
     def per_step(self) -> bool:
         return self.config.every == "step"
@@ -124,10 +151,15 @@ class AutoRGN(_LayerwiseRGN):
         if not self.per_step():
             return
         groups = ctx.optimizer.param_groups
-        params = [g["params"][0] for g in groups]
+        params = [p for g in groups for p in g["params"]]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        g_norm = torch.stack(torch._foreach_norm(grads)).float()
-        t_norm = torch.stack(torch._foreach_norm(params)).float()
+        owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g["params"]) for g in groups]))
+
+        def layer_norms(tensors):                   # ‖v_ℓ‖ over the tensors of each layer
+            squares = torch.stack(torch._foreach_norm(tensors)).double().pow(2)
+            return torch.zeros(len(groups), dtype=torch.float64).index_add_(0, owner, squares.cpu()).sqrt()
+
+        g_norm, t_norm = layer_norms(grads), layer_norms(params)
         rgn = torch.where(t_norm > 0, g_norm / t_norm, torch.zeros_like(g_norm)).tolist()  # ‖g_ℓ‖/‖θ_ℓ‖
         scores = {g["name"]: r for g, r in zip(groups, rgn)}
         weights = self.weights_from_scores(scores)
@@ -147,6 +179,7 @@ class AutoRGNHessian(_LayerwiseRGN):
         iterations: int = 10      # L-BFGS steps that gather the curvature pairs
         history: int = 10         # pairs kept (scipy L-BFGS-B's maxcor)
         pairs: Literal["joint", "layer"] = "joint"
+        layers: Layers = "module"  # f_ℓ with all its θ_ℓ (Sec. 4.1)
 
     def scores(self, ctx):
         # ‖H_ℓ⁻¹ g_ℓ‖ / ‖θ_ℓ‖ (Newton step, Sec. 4.2)
@@ -165,6 +198,7 @@ class AutoRGNChange(_LayerwiseRGN):
         iterations: int = 10
         history: int = 10
         pairs: Literal["joint", "layer"] = "joint"
+        layers: Layers = "module"  # f_ℓ with all its θ_ℓ (Sec. 4.1)
 
     def scores(self, ctx):
         hessian = self.config.hessian

@@ -2,6 +2,7 @@
 layerwise surprise, module criticality."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from ribench.catalog import SUITES
 from ribench.engine.compose import method_class
 from ribench.data.features import cached_features
-from ribench.toolkit.layers import blocks, transformer_blocks
+from ribench.toolkit.layers import blocks, modules, transformer_blocks
 from ribench.engine.context import FitContext
 from ribench.methods._layerwise import labelled_batches
 from ribench.methods._lbfgs import lbfgs_pairs, two_loop
@@ -166,18 +167,31 @@ def test_rgn_per_step_sets_each_step_lr_from_that_step_gradient(sup, monkeypatch
         previous = weights
 
 
-def test_rgn_change_is_the_norm_of_the_gradient_difference(sup):
-    ctx, method = prepared(sup, "auto-rgn-change[hessian=false]")
+@pytest.mark.parametrize("layers", ["module", "tensor"])
+def test_rgn_change_is_the_norm_of_the_gradient_difference_per_layer(sup, layers):
+    ctx, method = prepared(sup, f"auto-rgn-change[hessian=false,layers={layers}]")
     g_tgt = mean_gradient(sup.model, ctx.train, sup.preprocess)
     g_src = mean_gradient(sup.model, ctx.source, sup.preprocess)
     params = dict(sup.model.named_parameters())
-    expected = normalised({n: float((g_tgt[n] - g_src[n]).norm() / params[n].detach().norm()) for n in g_tgt})
-    for n, w in method.layer_weights.items():
-        assert w == pytest.approx(expected[n], rel=1e-3, abs=1e-6)
+    grouped = modules(sup.model) if layers == "module" else {n: [n] for n in g_tgt}
+
+    def norm(tensors):
+        return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
+
+    # ‖g_tgt,ℓ − g_src,ℓ‖ / ‖θ_ℓ‖ over all of θ_ℓ's tensors
+    expected = normalised({layer: norm([g_tgt[n] - g_src[n] for n in names]) / norm([params[n].detach() for n in names])
+                           for layer, names in grouped.items()})
+    assert set(method.layer_weights) == set(expected)
+    for layer, w in method.layer_weights.items():
+        assert w == pytest.approx(expected[layer], rel=1e-3, abs=1e-6)
+    groups = {g.name: g.params for g in method.param_groups(ctx)}
+    if layers == "module":
+        assert {"vit.embedding", "vit.blocks.0.attn.qkv", "head"} <= set(expected)
+        assert len(groups["head"]) == 2 and len(groups["vit.embedding"]) == 4    # weight + bias; E, b, x_class, E_pos
 
 
 def test_rgn_hessian_without_curvature_pairs_is_plain_rgn_and_with_pairs_differs(clip):
-    _, plain = prepared(clip, "auto-rgn[every=once]")
+    _, plain = prepared(clip, "auto-rgn[every=once,layers=module]")
     _, no_pairs = prepared(clip, "auto-rgn-hessian[iterations=0]")
     _, newton = prepared(clip, "auto-rgn-hessian[iterations=3]")
     for n, w in plain.layer_weights.items():

@@ -4,6 +4,13 @@ Layer-wise methods (importance cohorts, Auto-RGN, surprise, criticality, DiGraP)
 need one vocabulary for "which part of the network is this weight in":
 
 - a *layer* is one parameter tensor (its name);
+- a *module* is one function f_ℓ of the network with all its tensors: a leaf
+  module's tensors (a Linear's weight and bias, a LayerNorm's scale and shift)
+  are one module, named after it; the patch embedding with the class token and
+  the position embedding is the module "embedding" (ViT's Eq. 1,
+  z₀ = [x_class; x_p E] + E_pos); any other tensor held directly by a module
+  with children (open_clip's projection, its attention in-projection) is its own
+  module, weight and bias paired by name ("attn.in_proj");
 - a *block* is one transformer block with everything inside it ("block.3"); the
   stem (patch embedding, class token, position embedding, pre-norm) is the block
   "stem", the final norm and projection are "post", the classifier head is "head".
@@ -64,16 +71,38 @@ def blocks(model: nn.Module) -> "OrderedDict[str, list[str]]":
     return OrderedDict((b, grouped[b]) for b in sorted(grouped, key=_order))
 
 
+def _module_of(model: nn.Module, name: str, prefix: str) -> str:
+    owner, _, tensor = name.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    if block_of(name, prefix) == "stem" and not isinstance(module, nn.LayerNorm):
+        return prefix + "embedding"
+    if next(module.children(), None) is None:
+        return owner or name
+    stem = re.sub(r"_?(weight|bias)$", "", tensor) or tensor
+    return f"{owner}.{stem}" if owner else stem
+
+
+def modules(model: nn.Module) -> "OrderedDict[str, list[str]]":
+    """{module: [parameter names]} of the image classifier, in parameter order."""
+    prefix = _backbone_prefix(model)
+    grouped: "OrderedDict[str, list[str]]" = OrderedDict()
+    for name in image_parameters(model):
+        grouped.setdefault(_module_of(model, name, prefix), []).append(name)
+    return grouped
+
+
 def cohorts(model: nn.Module, kind: str) -> "OrderedDict[str, list[str]]":
-    """Groups of parameter names: 'block' (transformer blocks), 'layer' (one tensor each), 'global'."""
+    """Groups of parameter names: 'block' (transformer blocks), 'module', 'layer' (one tensor each), 'global'."""
     names = list(image_parameters(model))
     if kind == "block":
         return blocks(model)
+    if kind == "module":
+        return modules(model)
     if kind == "layer":
         return OrderedDict((n, [n]) for n in names)
     if kind == "global":
         return OrderedDict(all=names)
-    raise ValueError(f"unknown cohort '{kind}' (choose block, layer or global)")
+    raise ValueError(f"unknown cohort '{kind}' (choose block, module, layer or global)")
 
 
 def transformer_blocks(model: nn.Module) -> "OrderedDict[str, nn.Module]":
