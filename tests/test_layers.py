@@ -37,3 +37,29 @@ def test_block_of_reads_names():
     assert block_of("head.bias") == "head"
     assert block_of("clip.visual.proj", "clip.visual.") == "post"
     assert block_of("vit.patch_embed.proj.weight", "vit.") == "stem"
+
+
+@pytest.mark.parametrize("pretrain, embedding, paired, alone", [
+    ("mini-clip", {"clip.visual.class_embedding", "clip.visual.positional_embedding", "clip.visual.conv1.weight"},
+     {"clip.visual.transformer.resblocks.0.attn.in_proj": ["in_proj_weight", "in_proj_bias"],
+      "clip.visual.transformer.resblocks.0.attn.out_proj": ["weight", "bias"],
+      "clip.visual.ln_pre": ["weight", "bias"]},
+     {"clip.visual.proj", "head"}),
+    ("mini-sup", {"vit.cls_token", "vit.pos_embed", "vit.patch_embed.proj.weight", "vit.patch_embed.proj.bias"},
+     {"vit.blocks.0.attn.qkv": ["weight", "bias"], "vit.blocks.0.norm1": ["weight", "bias"],
+      "vit.norm": ["weight", "bias"], "head": ["weight", "bias"]},
+     set()),
+])
+def test_modules_are_the_functions_of_the_network_with_all_their_tensors(tiny_suite, pretrain, embedding, paired, alone):
+    model = load_pretrained(resolve("ft", "rib-tiny", pretrain, datasets=["sketch"])).model
+    grouped = cohorts(model, "module")
+    names = [n for group in grouped.values() for n in group]
+    assert sorted(names) == sorted(image_parameters(model)) and len(names) == len(set(names))
+    prefix = pretrain == "mini-clip" and "clip.visual." or "vit."
+    assert set(grouped[prefix + "embedding"]) == embedding                 # ViT Eq. 1: [x_class; x_p E] + E_pos
+    for module, tensors in paired.items():
+        assert grouped[module] == [f"{module.rpartition('.')[0]}.{t}" if "_" in t else f"{module}.{t}" for t in tensors]
+    for module in alone:
+        assert len(grouped[module]) == 1
+    in_block = [m for m in grouped if block_of(grouped[m][0], prefix) == "block.0"]
+    assert len(in_block) == 6                  # norm, attention in and out, norm, MLP in and out
