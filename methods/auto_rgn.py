@@ -46,7 +46,8 @@ What a layer is (`layers`). Agarwala et al. define f_ℓ as a function of the
 composition with all of its parameters θ_ℓ, on ResNets (Sec. 5). `layers=module`
 (default of the Hessian and Change variants) takes the modules of
 ribench.toolkit.layers: a Linear's weight and bias, a LayerNorm's scale and
-shift, the class token alone. `layers=tensor` scores every parameter tensor on
+shift, the ViT embedding (patch embedding, class token, position embedding) as
+one. `layers=tensor` scores every parameter tensor on
 its own (the default of `auto-rgn`, whose per-step weights were measured stable
 that way). Measured, rib-mini tuned (the 2026-12 rows): scored per tensor, the
 once-only variants gave the full rate to one small-norm bias or norm tensor, a
